@@ -1,0 +1,1 @@
+"""FlowSentinel services: collector, featurizer, scorer, alerter, and what they share."""

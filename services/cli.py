@@ -1,0 +1,41 @@
+"""`flowsentinel <command>`: one entry point, a sub-command per service and tool.
+
+Each command lives in its own module and is imported only when called, so `flowsentinel stack status`
+does not pay for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module with add_arguments(parser) and run(args) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "stack": ("services.common.stack_cli", "start, stop or show the embedded local stack (Tansu broker, Redis)"),
+    "replay": ("services.collector.replay", "replay dataset flow files into the flows topic"),
+    "featurizer": ("services.featurizer.app", "run the featurizer: flows -> per-host windows"),
+    "scorer": ("services.scorer.service", "run the scorer: host windows -> scores and anomalies"),
+    "alerter": ("services.alerter.service", "run the alerter: anomalies -> incidents -> sinks"),
+    "train": ("training.train_cli", "train and export the autoencoder and the LSTM"),
+    "demo": ("services.demo", "run the whole pipeline on the bundled sample and print a summary"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flowsentinel", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    modules = {}
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == chosen:  # import only the module that runs
+            modules[name] = importlib.import_module(module)
+            modules[name].add_arguments(p)
+    args = parser.parse_args(argv)
+    return int(modules[args.command].run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Kafka clients configured from settings, and the dead-letter record every service writes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.common.settings import Settings
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    conf = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 500000,
+        "enable.idempotence": False,
+        "acks": "all",
+    }
+    conf.update(overrides)
+    return Producer(conf)
+
+
+def consumer(settings: Settings, service: str, topics: list[str], **overrides: Any) -> Consumer:
+    conf = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": settings.group(service),
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": int(settings.session_timeout_s * 1000),
+        "heartbeat.interval.ms": max(500, int(settings.session_timeout_s * 1000) // 3),
+    }
+    conf.update(overrides)
+    c = Consumer(conf)
+    c.subscribe(topics)
+    return c
+
+
+def ensure_topics(settings: Settings, topics: list[str] | None = None, timeout: float = 15.0) -> list[str]:
+    """Create missing topics with the configured partition count; return those created."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    wanted = topics or settings.all_topics()
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [t for t in wanted if t not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=settings.partitions, replication_factor=1) for t in missing],
+        operation_timeout=timeout,
+    )
+    created = []
+    for topic, fut in futures.items():
+        try:
+            fut.result()
+            created.append(topic)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    return created
+
+
+def dlq_record(
+    service: str, reason: str, value: bytes | None, topic: str = "", partition: int = -1, offset: int = -1, **extra: Any
+) -> bytes:
+    """A dead-letter record: JSON with the reason and the original bytes, readable by an operator."""
+    return json.dumps(
+        {
+            "service": service,
+            "reason": reason,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "at": time.time(),
+            "value_b64": base64.b64encode(value or b"").decode(),
+            **extra,
+        }
+    ).encode()
+
+
+def drain(p: Producer, timeout: float = 30.0) -> None:
+    """Wait until every queued message is delivered, or raise."""
+    remaining = p.flush(timeout)
+    if remaining:
+        raise KafkaException(f"{remaining} messages not delivered within {timeout}s")

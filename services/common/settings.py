@@ -1,0 +1,112 @@
+"""Settings shared by every service: env vars (FLOWSENTINEL_*) > YAML file > running stack > defaults.
+
+The YAML file is named by FLOWSENTINEL_CONFIG. When `flowsentinel stack up` has recorded a running
+stack in the run folder, its broker and Redis addresses are used unless env or YAML name others,
+so services started after `stack up` find the stack without any exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "FLOWSENTINEL_"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class RunningStackSource(PydanticBaseSettingsSource):
+    """Broker and Redis addresses of the stack recorded in <run_dir>/stack.json, if any."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        run_dir = Path(os.environ.get(f"{ENV_PREFIX}RUN_DIR", ".run"))
+        path = run_dir / "stack.json"
+        if not path.is_file():
+            return {}
+        try:
+            stack = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: stack[k] for k in ("kafka_bootstrap", "redis_url") if k in stack}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # Where things run
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL (may hold a password)")
+    run_dir: Path = Field(Path(".run"), description="Where the embedded stack records pids, ports and logs")
+    namespace: str = Field("", description="Prefix for topics, consumer groups and Redis keys (isolates runs)")
+    partitions: int = Field(4, ge=1, description="Partitions per topic created by `stack up`")
+    session_timeout_s: float = Field(6.0, description="Consumer group session timeout; short for fast local joins")
+
+    # Featurizer
+    window_seconds: float = Field(60.0, gt=0, description="Event-time tumbling window length per host")
+    lateness_seconds: float = Field(30.0, ge=0, description="How late (event time) a flow may arrive and still count")
+    idle_flush_seconds: float = Field(3.0, gt=0, description="Close a partition's open windows after this long idle")
+    history_windows: int = Field(8, ge=1, description="K: the host's last windows the LSTM reads")
+    host_ttl_seconds: int = Field(86400, description="Forget a host's window history after this long quiet")
+    featurizer_batch: int = Field(2000, ge=1, description="Flows per featurizer batch")
+    featurizer_batch_wait_s: float = Field(0.2, description="Max wait to fill a featurizer batch")
+
+    # Scorer
+    models_dir: Path = Field(Path("models"), description="TF-Serving layout: models/<name>/<version>/")
+    scorer_batch: int = Field(512, ge=1, description="Max host windows per scoring batch")
+    scorer_batch_wait_s: float = Field(0.2, description="Max wait to fill a scoring batch")
+    explain_top: int = Field(3, ge=1, description="Features named in an anomaly's explanation")
+
+    # Alerter
+    alerts_file: Path = Field(Path("alerts.jsonl"), description="JSONL sink path")
+    alerts_stdout: bool = Field(True, description="Also print each alert as one line on stdout")
+    incident_gap_seconds: float = Field(600.0, description="Anomalies of a host closer than this join one incident")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"{ENV_PREFIX}CONFIG names {config_file}, which does not exist")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        sources.append(RunningStackSource(settings_cls))
+        return tuple(sources)
+
+    def topic(self, name: str) -> str:
+        """Topic name in this namespace: flows, host-windows, scores, anomalies, alerts, <x>.dlq."""
+        return f"{self.namespace}{name}"
+
+    def group(self, service: str) -> str:
+        return f"{self.namespace}flowsentinel-{service}"
+
+    def key(self, *parts: str | int) -> str:
+        """Redis key in this namespace."""
+        return ":".join([f"{self.namespace}fs", *map(str, parts)])
+
+    def all_topics(self) -> list[str]:
+        base = ["flows", "host-windows", "scores", "anomalies", "alerts"]
+        return [self.topic(t) for t in base] + [self.topic(f"{t}.dlq") for t in base]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

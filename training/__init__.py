@@ -1,0 +1,1 @@
+"""Datasets, feature extraction shared with the featurizer, models, evaluation and export."""

@@ -1,0 +1,103 @@
+"""The window features: ONE module that the streaming featurizer and training both call, so a model
+never sees features at serving time that differ from those it was trained on.
+
+A host window is the flows one host started (role "src") within one event-time tumbling window.
+Every feature is a pure function of that window's flows and order-independent: sums are exact
+(math.fsum) and times are sorted, so the featurizer (flows in partition order) and training (flows
+in file order) compute bit-identical vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+Flow = dict[str, Any]
+
+FEATURE_SET = "v1"
+TCP, UDP, ICMP, ICMP6 = 6, 17, 1, 58
+SYN, RST, ACK = 2, 4, 16
+
+# name: one-line meaning. Order is the vector order the models are trained on.
+FEATURES: dict[str, str] = {
+    "flow_count": "flows the host started in the window",
+    "bytes_out": "bytes sent to its peers (src -> dst)",
+    "bytes_in": "bytes its peers sent back",
+    "packets_out": "packets sent",
+    "packets_in": "packets received back",
+    "bytes_per_packet_out": "mean size of packets sent",
+    "bytes_per_packet_in": "mean size of packets received",
+    "duration_mean": "mean flow duration, seconds",
+    "duration_max": "longest flow, seconds",
+    "distinct_dst_addrs": "distinct peers contacted (scans, spreading)",
+    "distinct_dst_ports": "distinct destination ports (vertical scans)",
+    "distinct_src_ports": "distinct source ports used",
+    "dst_port_entropy": "Shannon entropy of destination ports, bits",
+    "flows_per_dst": "flows per distinct peer (brute force, floods: many flows to few peers)",
+    "share_tcp": "share of TCP flows",
+    "share_udp": "share of UDP flows",
+    "share_icmp": "share of ICMP flows",
+    "share_no_reply": "share of flows that got no packet back (failed, scans, spoofed floods)",
+    "share_syn_only": "share of TCP flows whose sender set SYN but never ACK (half-open)",
+    "share_reset": "share of TCP flows with a RST in either direction (rejected)",
+    "share_well_known_port": "share of flows to destination ports below 1024",
+    "interarrival_mean": "mean time between flow starts, seconds",
+    "interarrival_std": "standard deviation of the time between flow starts",
+    "interarrival_cv": "std/mean of inter-arrival times: near 0 for periodic beaconing (C&C)",
+}
+FEATURE_NAMES: list[str] = list(FEATURES)
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def _entropy(counts: Counter[Any], total: int) -> float:
+    return -math.fsum((c / total) * math.log2(c / total) for c in sorted(counts.values()))
+
+
+def window_features(flows: Sequence[Flow]) -> list[float]:
+    """The feature vector of one host window, in FEATURE_NAMES order."""
+    n = len(flows)
+    if n == 0:
+        return [0.0] * N_FEATURES
+    bytes_out = sum(f["bytes"] for f in flows)
+    bytes_in = sum(f["bytes_rev"] for f in flows)
+    packets_out = sum(f["packets"] for f in flows)
+    packets_in = sum(f["packets_rev"] for f in flows)
+    durations = [max(0.0, f["last_seen"] - f["first_seen"]) for f in flows]
+    dst_addrs = {f["dst_addr"] for f in flows}
+    dst_ports: Counter[int] = Counter(f["dst_port"] for f in flows)
+    protocols = Counter(f["protocol"] for f in flows)
+    tcp = [f for f in flows if f["protocol"] == TCP]
+    syn_only = sum(1 for f in tcp if f["tcp_flags"] & SYN and not f["tcp_flags"] & ACK)
+    reset = sum(1 for f in tcp if (f["tcp_flags"] | f["tcp_flags_rev"]) & RST)
+    starts = sorted(f["first_seen"] for f in flows)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gap_mean = math.fsum(gaps) / len(gaps) if gaps else 0.0
+    gap_std = math.sqrt(math.fsum((g - gap_mean) ** 2 for g in gaps) / len(gaps)) if gaps else 0.0
+    return [
+        float(n),
+        float(bytes_out),
+        float(bytes_in),
+        float(packets_out),
+        float(packets_in),
+        bytes_out / packets_out if packets_out else 0.0,
+        bytes_in / packets_in if packets_in else 0.0,
+        math.fsum(durations) / n,
+        max(durations),
+        float(len(dst_addrs)),
+        float(len(dst_ports)),
+        float(len({f["src_port"] for f in flows})),
+        _entropy(dst_ports, n),
+        n / len(dst_addrs),
+        protocols[TCP] / n,
+        protocols[UDP] / n,
+        (protocols[ICMP] + protocols[ICMP6]) / n,
+        sum(1 for f in flows if f["packets_rev"] == 0) / n,
+        syn_only / len(tcp) if tcp else 0.0,
+        reset / len(tcp) if tcp else 0.0,
+        sum(c for p, c in dst_ports.items() if p < 1024) / n,
+        gap_mean,
+        gap_std,
+        gap_std / gap_mean if gap_mean > 0 else 0.0,
+    ]
