@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from training.datasets import zeek
+from training.datasets.files import open_text
 
 Flow = dict[str, Any]
 
@@ -72,8 +73,5 @@ def load_flows(paths: list[Path] | list[str], sort: bool = True) -> tuple[list[F
 
 
 def _head(path: Path, lines: int = 12) -> list[str]:
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", errors="replace") as fh:
+    with open_text(path) as fh:
         return [line.rstrip("\n") for _, line in zip(range(lines), fh, strict=False)]

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from training.datasets.files import open_text
+
 if TYPE_CHECKING:
     from training.datasets import ReadStats
 
@@ -40,7 +42,7 @@ def sniff(head: list[str]) -> bool:
 
 
 def read(path: Path, stats: ReadStats) -> Iterator[dict[str, Any]]:
-    capture = path.name.split(".")[0]
+    capture = path.name.split(".")[0].removesuffix("-labeled")
     exporter = f"replay:{path.name}"
     for row in _rows(path):
         stats.rows += 1
@@ -54,7 +56,7 @@ def read(path: Path, stats: ReadStats) -> Iterator[dict[str, Any]]:
 
 
 def _rows(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, newline="", errors="replace") as fh:
+    with open_text(path) as fh:
         first = fh.readline()
         fh.seek(0)
         if first.startswith("{"):
