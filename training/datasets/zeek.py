@@ -22,10 +22,19 @@ FIN, SYN, RST, PSH, ACK = 1, 2, 4, 8, 16
 HISTORY_FLAGS = {"s": SYN, "h": SYN | ACK, "a": ACK, "d": ACK | PSH, "f": FIN | ACK, "r": RST}
 # When history is missing: what the connection state says each side sent.
 STATE_FLAGS = {
-    "S0": (SYN, 0), "REJ": (SYN, RST | ACK), "S1": (SYN | ACK, SYN | ACK), "SF": (SYN | ACK | FIN, SYN | ACK | FIN),
-    "S2": (SYN | ACK | FIN, SYN | ACK), "S3": (SYN | ACK, SYN | ACK | FIN), "RSTO": (SYN | ACK | RST, SYN | ACK),
-    "RSTR": (SYN | ACK, SYN | ACK | RST), "RSTOS0": (SYN | RST, 0), "RSTRH": (0, SYN | ACK | RST),
-    "SH": (SYN | FIN, 0), "SHR": (0, SYN | ACK | FIN), "OTH": (0, 0),
+    "S0": (SYN, 0),
+    "REJ": (SYN, RST | ACK),
+    "S1": (SYN | ACK, SYN | ACK),
+    "SF": (SYN | ACK | FIN, SYN | ACK | FIN),
+    "S2": (SYN | ACK | FIN, SYN | ACK),
+    "S3": (SYN | ACK, SYN | ACK | FIN),
+    "RSTO": (SYN | ACK | RST, SYN | ACK),
+    "RSTR": (SYN | ACK, SYN | ACK | RST),
+    "RSTOS0": (SYN | RST, 0),
+    "RSTRH": (0, SYN | ACK | RST),
+    "SH": (SYN | FIN, 0),
+    "SHR": (0, SYN | ACK | FIN),
+    "OTH": (0, 0),
 }
 MISSING = {"", "-", "(empty)", None}
 

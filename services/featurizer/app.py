@@ -1,0 +1,102 @@
+"""The featurizer: flows -> per-host event-time windows -> host-windows, as a Faust app.
+
+Read top to bottom: the app, its input topic, the agent that applies batches of flows to the window
+state in Redis and publishes what closed, and a timer that closes the windows of partitions that
+went quiet (the end of a replay, a quiet network) and re-publishes anything a crash left queued.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import defaultdict
+from typing import Any
+
+import faust
+
+from services.common import log
+from services.common.redis_client import async_redis
+from services.common.settings import Settings, load_settings
+from services.featurizer.store import WindowStore
+
+
+def build_app(settings: Settings) -> faust.App:
+    logger = log.setup("featurizer")
+    app = faust.App(
+        settings.group("featurizer"),
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 3),
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    flows = app.topic(settings.topic("flows"), **raw)
+    outputs: dict[str, faust.TopicT] = {}
+    store = WindowStore(async_redis(settings), settings)
+    lock = asyncio.Lock()  # the agent and the timer both move a partition's state
+    last_activity: dict[int, float] = {}
+
+    async def publish(partition: int) -> None:
+        entries = await store.outbox(partition)
+        pending = []
+        for topic, key, value in entries:
+            out = outputs.setdefault(topic, app.topic(topic, **raw))
+            pending.append(await out.send(key=key or None, value=value))
+        await asyncio.gather(*pending)
+        await store.outbox_delivered(partition, len(entries))
+
+    @app.agent(flows)
+    async def featurize(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.featurizer_batch, within=settings.featurizer_batch_wait_s):
+            by_partition: dict[int, list[tuple[int, bytes | None]]] = defaultdict(list)
+            for event in events:
+                by_partition[event.message.partition].append((event.message.offset, event.message.value))
+            async with lock:
+                for partition, batch in by_partition.items():
+                    result = await store.apply(partition, batch)
+                    await publish(partition)
+                    last_activity[partition] = time.monotonic()
+                    if result.late or result.undecodable:
+                        logger.warning(
+                            "partition %d: %d late, %d undecodable flows sent to the DLQ",
+                            partition,
+                            result.late,
+                            result.undecodable,
+                        )
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        now = time.monotonic()
+        for tp in assigned:
+            if tp.topic == flows.get_topic_name():
+                last_activity.setdefault(tp.partition, now)
+
+    @app.timer(interval=min(1.0, settings.idle_flush_seconds))
+    async def close_idle_partitions() -> None:
+        now = time.monotonic()
+        mine = [tp.partition for tp in app.consumer.assignment() if tp.topic == flows.get_topic_name()]
+        for partition in mine:
+            idle = now - last_activity.get(partition, now) >= settings.idle_flush_seconds
+            async with lock:
+                if idle and await store.open_windows(partition):
+                    result = await store.apply(partition, [], close_all=True)
+                    logger.info("partition %d idle: closed %d windows", partition, result.windows_closed)
+                await publish(partition)
+
+    return app
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="warning", help="Faust worker log level")
+
+
+def run(args: argparse.Namespace) -> int:
+    app = build_app(load_settings())
+    faust.Worker(app, loglevel=args.log_level.upper(), quiet=True).execute_from_commandline()
+    return 0

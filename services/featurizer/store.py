@@ -1,0 +1,160 @@
+"""Featurizer state in Redis, so a restarted or rebalanced worker resumes where the last one stopped.
+
+Per partition: the last applied offset and the watermark, the open windows (a sorted set scored by
+close deadline) and an outbox of messages to publish. Per open window: its raw flows. Per host: its
+last window vectors (the LSTM's history, read by the scorer). A batch's whole effect (flows added,
+windows closed, their messages queued, counters, offset) lands in one MULTI/EXEC transaction, so a
+flow replayed after a crash is recognised by its offset and never counted twice. Messages leave the
+outbox only after the broker acknowledged them: at-least-once downstream, exactly-once in state.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from services.common import kafka, serde
+from services.common.settings import Settings
+from services.featurizer.windowing import BatchPlan, Rejected, WindowKey, closing_in_batch, plan_batch
+from training.windows import host_window
+
+ROLE = "src"
+
+
+def pack_history(start: float, vector: Sequence[float]) -> bytes:
+    return struct.pack(f"<d{len(vector)}d", start, *vector)
+
+
+def unpack_history(member: bytes) -> tuple[float, list[float]]:
+    n = len(member) // 8 - 1
+    values = struct.unpack(f"<d{n}d", member)
+    return values[0], list(values[1:])
+
+
+async def read_histories(
+    redis: aioredis.Redis, settings: Settings, windows: Sequence[tuple[str, str, float]]
+) -> list[np.ndarray]:
+    """For each (role, host, window_start): the host's last K window vectors ending at that window,
+    oldest first. Reading by window start keeps the result the same however far the reader lags."""
+    k = settings.history_windows
+    async with redis.pipeline(transaction=False) as pipe:
+        for role, host, start in windows:
+            pipe.zrevrangebyscore(settings.key("hist", role, host), start, "-inf", start=0, num=k)
+        replies = await pipe.execute()
+    return [np.array([unpack_history(m)[1] for m in reversed(members)], dtype=np.float64) for members in replies]
+
+
+@dataclass
+class BatchResult:
+    accepted: int
+    late: int
+    undecodable: int
+    duplicates: int
+    windows_closed: int
+
+
+class WindowStore:
+    def __init__(self, redis: aioredis.Redis, settings: Settings, service: str = "featurizer") -> None:
+        self.redis = redis
+        self.s = settings
+        self.service = service
+        self.flows_topic = settings.topic("flows")
+        self.windows_topic = settings.topic("host-windows")
+        self.dlq_topic = settings.topic("flows.dlq")
+        self.stats_key = settings.key("featurizer", "stats")
+
+    def _k(self, *parts: str | int) -> str:
+        return self.s.key("feat", *parts)
+
+    async def apply(
+        self, partition: int, events: list[tuple[int, bytes | None]], close_all: bool = False
+    ) -> BatchResult:
+        """Apply one partition's batch (offset order); with close_all, also close every open window
+        (the partition went idle). The resulting messages wait in the outbox: call publish_outbox."""
+        meta = self._k("p", partition)
+        open_key = self._k("open", partition)
+        hwm_raw, wm_raw = await self.redis.hmget(meta, "hwm", "watermark")
+        hwm = int(hwm_raw) if hwm_raw is not None else -1
+        watermark = float(wm_raw) if wm_raw is not None else float("-inf")
+        plan = plan_batch(events, hwm, watermark, self.s.window_seconds, self.s.lateness_seconds)
+
+        stored_closing = (
+            await self.redis.zrange(open_key, 0, -1)
+            if close_all
+            else await self.redis.zrangebyscore(open_key, "-inf", plan.watermark)
+        )
+        closing = {WindowKey.parse(m) for m in stored_closing}
+        closing.update(plan.appends if close_all else closing_in_batch(plan))
+        ordered = sorted(closing, key=lambda k: (k.start, k.host))
+        stored_flows = await self._stored_flows(ordered)
+        if close_all and ordered:  # later flows for these windows are late, not a second copy of them
+            end = max(k.start for k in ordered) + self.s.window_seconds + self.s.lateness_seconds
+            plan.watermark = max(plan.watermark, end)
+
+        now = time.time()
+        async with self.redis.pipeline(transaction=True) as tx:
+            for key, items in plan.appends.items():
+                if key in closing:
+                    continue
+                tx.rpush(self._k("win", key.member()), *[raw for raw, _ in items])
+                tx.zadd(open_key, {key.member(): plan.deadlines[key]}, nx=True)
+            outbox = self._k("outbox", partition)
+            for key in ordered:
+                flows = stored_flows[key] + [f for _, f in plan.appends.get(key, [])]
+                record = host_window(key.host, ROLE, key.start, self.s.window_seconds, flows, True, now)
+                message = serde.encode("HostWindow", record)
+                tx.rpush(outbox, serde.pack_frame(self.windows_topic, key.host.encode(), message))
+                hist = self.s.key("hist", ROLE, key.host)
+                tx.zadd(hist, {pack_history(key.start, record["features"]): key.start})
+                tx.zremrangebyrank(hist, 0, -(4 * self.s.history_windows) - 1)
+                tx.expire(hist, self.s.host_ttl_seconds)
+                tx.delete(self._k("win", key.member()))
+            if ordered:
+                tx.zrem(open_key, *[k.member() for k in ordered])
+            for rejected in plan.late + plan.undecodable:
+                tx.rpush(outbox, self._dlq_frame(partition, rejected))
+            tx.hset(meta, mapping={"hwm": plan.hwm, "watermark": plan.watermark})
+            self._count(tx, plan, len(ordered))
+            await tx.execute()
+        return BatchResult(plan.accepted, len(plan.late), len(plan.undecodable), plan.duplicates, len(ordered))
+
+    async def _stored_flows(self, keys: list[WindowKey]) -> dict[WindowKey, list[dict]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.lrange(self._k("win", key.member()), 0, -1)
+            replies = await pipe.execute()
+        return {key: [serde.decode_as(raw, "Flow") for raw in raws] for key, raws in zip(keys, replies, strict=True)}
+
+    def _dlq_frame(self, partition: int, rejected: Rejected) -> bytes:
+        value = kafka.dlq_record(
+            self.service, rejected.reason, rejected.value, self.flows_topic, partition, rejected.offset
+        )
+        return serde.pack_frame(self.dlq_topic, b"", value)
+
+    def _count(self, tx: aioredis.client.Pipeline, plan: BatchPlan, closed: int) -> None:
+        for field, n in (
+            ("flows_featurized", plan.accepted),
+            ("flows_late", len(plan.late)),
+            ("flows_undecodable", len(plan.undecodable)),
+            ("windows_emitted", closed),
+        ):
+            if n:
+                tx.hincrby(self.stats_key, field, n)
+        if plan.duplicates:
+            tx.hincrby(self.stats_key, "flows_replayed_skipped", plan.duplicates)
+
+    async def outbox(self, partition: int) -> list[tuple[str, bytes, bytes]]:
+        return [serde.unpack_frame(f) for f in await self.redis.lrange(self._k("outbox", partition), 0, -1)]
+
+    async def outbox_delivered(self, partition: int, count: int) -> None:
+        """Drop the first `count` entries, now acknowledged by the broker."""
+        if count:
+            await self.redis.ltrim(self._k("outbox", partition), count, -1)
+
+    async def open_windows(self, partition: int) -> int:
+        return int(await self.redis.zcard(self._k("open", partition)))
