@@ -10,43 +10,17 @@ outbox only after the broker acknowledged them: at-least-once downstream, exactl
 
 from __future__ import annotations
 
-import struct
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import redis.asyncio as aioredis
 
-from services.common import kafka, serde
+from services.common import history, kafka, serde
 from services.common.settings import Settings
 from services.featurizer.windowing import BatchPlan, Rejected, WindowKey, closing_in_batch, plan_batch
 from training.windows import host_window
 
 ROLE = "src"
-
-
-def pack_history(start: float, vector: Sequence[float]) -> bytes:
-    return struct.pack(f"<d{len(vector)}d", start, *vector)
-
-
-def unpack_history(member: bytes) -> tuple[float, list[float]]:
-    n = len(member) // 8 - 1
-    values = struct.unpack(f"<d{n}d", member)
-    return values[0], list(values[1:])
-
-
-async def read_histories(
-    redis: aioredis.Redis, settings: Settings, windows: Sequence[tuple[str, str, float]]
-) -> list[np.ndarray]:
-    """For each (role, host, window_start): the host's last K window vectors ending at that window,
-    oldest first. Reading by window start keeps the result the same however far the reader lags."""
-    k = settings.history_windows
-    async with redis.pipeline(transaction=False) as pipe:
-        for role, host, start in windows:
-            pipe.zrevrangebyscore(settings.key("hist", role, host), start, "-inf", start=0, num=k)
-        replies = await pipe.execute()
-    return [np.array([unpack_history(m)[1] for m in reversed(members)], dtype=np.float64) for members in replies]
 
 
 @dataclass
@@ -109,9 +83,9 @@ class WindowStore:
                 record = host_window(key.host, ROLE, key.start, self.s.window_seconds, flows, True, now)
                 message = serde.encode("HostWindow", record)
                 tx.rpush(outbox, serde.pack_frame(self.windows_topic, key.host.encode(), message))
-                hist = self.s.key("hist", ROLE, key.host)
-                tx.zadd(hist, {pack_history(key.start, record["features"]): key.start})
-                tx.zremrangebyrank(hist, 0, -(4 * self.s.history_windows) - 1)
+                hist = history.history_key(self.s, ROLE, key.host)
+                tx.zadd(hist, {history.pack(key.start, record["features"]): key.start})
+                tx.zremrangebyrank(hist, 0, -history.keep_last(self.s) - 1)
                 tx.expire(hist, self.s.host_ttl_seconds)
                 tx.delete(self._k("win", key.member()))
             if ordered:

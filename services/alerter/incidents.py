@@ -1,0 +1,91 @@
+"""Incident logic, pure: anomalies of one host (and role) closer together than a gap join one
+incident; an alert goes out when an incident opens and when its severity rises, not on every anomaly."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+SEVERITIES = ("low", "medium", "high", "critical")
+RECENT_WINDOWS = 64  # window ids remembered per incident, so a replayed anomaly is not counted twice
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else 0
+
+
+def new_incident(anomaly: dict[str, Any]) -> dict[str, Any]:
+    s = anomaly["score"]
+    seed = f"{s['role']}|{s['host']}|{s['window_start']}".encode()
+    return {
+        "incident_id": hashlib.sha1(seed).hexdigest()[:16],
+        "host": s["host"],
+        "role": s["role"],
+        "severity": "low",
+        "first_seen": s["window_start"],
+        "last_seen": s["window_end"],
+        "anomaly_count": 0,
+        "peak_score": 0.0,
+        "models_fired": [],
+        "top_features": [],
+        "window_ids": [],
+        "alerts_sent": 0,
+    }
+
+
+def peak_ratio(anomaly: dict[str, Any]) -> float:
+    s = anomaly["score"]
+    ae = s["autoencoder_score"] / max(s["autoencoder_threshold"], 1e-12)
+    return max(ae, s["lstm_score"] / max(s["lstm_threshold"], 1e-12))
+
+
+def apply_anomaly(
+    incident: dict[str, Any] | None, anomaly: dict[str, Any], gap_seconds: float
+) -> tuple[dict[str, Any], bool]:
+    """The incident after this anomaly, and whether it must be (re-)sent: it opened or escalated."""
+    s = anomaly["score"]
+    if incident is not None and s["window_id"] in incident["window_ids"]:
+        return incident, False
+    if incident is None or s["window_start"] - incident["last_seen"] > gap_seconds:
+        incident = new_incident(anomaly)
+    before = incident["severity"] if incident["anomaly_count"] else None
+    incident = dict(incident)
+    incident["anomaly_count"] += 1
+    incident["first_seen"] = min(incident["first_seen"], s["window_start"])
+    incident["last_seen"] = max(incident["last_seen"], s["window_end"])
+    incident["peak_score"] = max(incident["peak_score"], peak_ratio(anomaly))
+    incident["models_fired"] = sorted(set(incident["models_fired"]) | set(anomaly["models_fired"]))
+    features = [c["feature"] for c in anomaly["explanation"]]
+    incident["top_features"] = list(dict.fromkeys(incident["top_features"] + features))[:5]
+    incident["window_ids"] = (incident["window_ids"] + [s["window_id"]])[-RECENT_WINDOWS:]
+    if severity_rank(anomaly["severity"]) > severity_rank(incident["severity"]):
+        incident["severity"] = anomaly["severity"]
+    send = before is None or severity_rank(incident["severity"]) > severity_rank(before)
+    return incident, send
+
+
+def to_alert(incident: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """The Alert record (schemas/Alert.avsc) for an incident as it stands."""
+    n = incident["alerts_sent"]
+    summary = (
+        f"{incident['severity'].upper()} anomalous traffic from {incident['host']}: {incident['anomaly_count']} "
+        f"anomalous window(s), peak {incident['peak_score']:.1f}x threshold ({', '.join(incident['models_fired'])}); "
+        f"top features: {', '.join(incident['top_features'][:3])}"
+    )
+    return {
+        "alert_id": f"{incident['incident_id']}-{n}",
+        "incident_id": incident["incident_id"],
+        "host": incident["host"],
+        "role": incident["role"],
+        "severity": incident["severity"],
+        "first_seen": incident["first_seen"],
+        "last_seen": incident["last_seen"],
+        "anomaly_count": incident["anomaly_count"],
+        "peak_score": incident["peak_score"],
+        "models_fired": incident["models_fired"],
+        "top_features": incident["top_features"],
+        "summary": summary,
+        "created_at": time.time() if now is None else now,
+        "window_ids": incident["window_ids"][-8:],
+    }

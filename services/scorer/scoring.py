@@ -1,0 +1,83 @@
+"""Pure scoring logic: from host windows and model outputs to Score and Anomaly records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from services.alerter.incidents import SEVERITIES
+
+# Score / threshold ratios at which an anomaly becomes medium, high, critical.
+SEVERITY_STEPS = (2.0, 5.0, 20.0)
+
+
+def severity(ratio: float, models_fired: int) -> str:
+    """How far above threshold, one step higher when both models agree."""
+    rank = sum(ratio >= step for step in SEVERITY_STEPS) + (1 if models_fired > 1 else 0)
+    return SEVERITIES[min(rank, len(SEVERITIES) - 1)]
+
+
+def explain(
+    features: Sequence[float], feature_error: Sequence[float], names: Sequence[str], top: int
+) -> list[dict[str, Any]]:
+    """The features with the largest share of the reconstruction error, by name and raw value."""
+    err = np.asarray(feature_error, dtype=np.float64)
+    total = float(err.sum()) or 1.0
+    order = np.argsort(-err, kind="stable")[:top]
+    return [{"feature": names[i], "value": float(features[i]), "share": float(err[i] / total)} for i in order]
+
+
+def score_records(
+    windows: list[dict[str, Any]],
+    ae_scores: np.ndarray,
+    ae_errors: np.ndarray,
+    lstm_scores: np.ndarray,
+    history_lengths: list[int],
+    cards: dict[str, dict[str, Any]],
+    explain_top: int,
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """(Score, Anomaly or None) for each window."""
+    ae_t, lstm_t = float(cards["autoencoder"]["threshold"]), float(cards["lstm"]["threshold"])
+    versions = {name: str(card["version"]) for name, card in cards.items()}
+    names = cards["autoencoder"]["features"]
+    now = time.time()
+    out = []
+    for i, w in enumerate(windows):
+        ae, lstm = float(ae_scores[i]), float(lstm_scores[i])
+        fired = [m for m, s, t in (("autoencoder", ae, ae_t), ("lstm", lstm, lstm_t)) if s > t]
+        score = {
+            "window_id": w["window_id"],
+            "host": w["host"],
+            "role": w["role"],
+            "window_start": w["window_start"],
+            "window_end": w["window_end"],
+            "final": w["final"],
+            "flow_count": w["flow_count"],
+            "first_flow_seen": w["first_flow_seen"],
+            "autoencoder_score": ae,
+            "autoencoder_threshold": ae_t,
+            "lstm_score": lstm,
+            "lstm_threshold": lstm_t,
+            "history_length": history_lengths[i],
+            "is_anomaly": bool(fired),
+            "model_versions": versions,
+            "scored_at": now,
+            "emitted_at": w["emitted_at"],
+            "malicious_flows": w["malicious_flows"],
+            "labelled_flows": w["labelled_flows"],
+            "attack_types": w["attack_types"],
+        }
+        anomaly = None
+        if fired:
+            ratio = max(ae / max(ae_t, 1e-12), lstm / max(lstm_t, 1e-12))
+            anomaly = {
+                "score": score,
+                "models_fired": fired,
+                "severity": severity(ratio, len(fired)),
+                "explanation": explain(w["features"], ae_errors[i], names, explain_top),
+            }
+        out.append((score, anomaly))
+    return out
