@@ -110,3 +110,16 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     return Settings(**overrides)
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The FLOWSENTINEL_* variables that give a child process exactly these settings."""
+    env = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return env

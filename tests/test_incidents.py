@@ -1,0 +1,60 @@
+"""Incident grouping and severity, pure."""
+
+from services.alerter.incidents import apply_anomaly, to_alert
+from services.scorer.scoring import explain, severity
+
+
+def anomaly(window_start: float, sev: str = "low", ae: float = 2.0, host: str = "10.0.0.5") -> dict:
+    score = {
+        "window_id": f"src|{host}|{window_start}",
+        "host": host,
+        "role": "src",
+        "window_start": window_start,
+        "window_end": window_start + 60,
+        "autoencoder_score": ae,
+        "autoencoder_threshold": 1.0,
+        "lstm_score": 0.5,
+        "lstm_threshold": 1.0,
+    }
+    return {"score": score, "models_fired": ["autoencoder"], "severity": sev, "explanation": [{"feature": "f1"}]}
+
+
+def test_anomalies_within_the_gap_form_one_incident_sent_on_open_and_escalation() -> None:
+    incident, sends = None, []
+    for start, sev in [(0, "low"), (60, "low"), (120, "high"), (180, "medium"), (240, "critical")]:
+        incident, send = apply_anomaly(incident, anomaly(start, sev), gap_seconds=600)
+        sends.append(send)
+    assert sends == [True, False, True, False, True]
+    assert incident["anomaly_count"] == 5
+    assert incident["severity"] == "critical"
+    assert (incident["first_seen"], incident["last_seen"]) == (0, 300)
+
+
+def test_a_gap_opens_a_new_incident() -> None:
+    first, _ = apply_anomaly(None, anomaly(0), gap_seconds=600)
+    second, send = apply_anomaly(first, anomaly(10_000), gap_seconds=600)
+    assert send and second["incident_id"] != first["incident_id"] and second["anomaly_count"] == 1
+
+
+def test_a_replayed_anomaly_is_not_counted_twice() -> None:
+    incident, _ = apply_anomaly(None, anomaly(0), gap_seconds=600)
+    again, send = apply_anomaly(incident, anomaly(0), gap_seconds=600)
+    assert not send and again["anomaly_count"] == 1
+
+
+def test_alert_names_host_severity_and_features() -> None:
+    incident, _ = apply_anomaly(None, anomaly(0, "high", ae=7.5), gap_seconds=600)
+    alert = to_alert(incident, now=1.0)
+    assert alert["host"] == "10.0.0.5" and alert["severity"] == "high" and alert["peak_score"] == 7.5
+    assert "f1" in alert["summary"] and "HIGH" in alert["summary"]
+
+
+def test_severity_steps_and_agreement() -> None:
+    assert [severity(r, 1) for r in (1.1, 2.5, 6, 50)] == ["low", "medium", "high", "critical"]
+    assert severity(1.1, 2) == "medium" and severity(50, 2) == "critical"
+
+
+def test_explanation_ranks_features_by_error_share() -> None:
+    out = explain([10.0, 20.0, 30.0], [0.1, 0.6, 0.3], ["a", "b", "c"], top=2)
+    assert [c["feature"] for c in out] == ["b", "c"]
+    assert abs(out[0]["share"] - 0.6) < 1e-9 and out[0]["value"] == 20.0
