@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common import kafka, serde
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from services.common import serde
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, to_env
 
@@ -143,9 +145,19 @@ def wait_until_drained(
         time.sleep(0.5)
 
 
-def read_topic(settings: Settings, topic: str, schema: str | None, idle: float = 3.0, limit: float = 60.0) -> list[Any]:
-    """Every record on a topic from the beginning (a throwaway consumer group), until it is idle."""
-    consumer = kafka.consumer(settings, f"reader-{uuid.uuid4().hex[:8]}", [settings.topic(topic)])
+def read_topic(settings: Settings, topic: str, schema: str | None, idle: float = 2.0, limit: float = 60.0) -> list[Any]:
+    """Every record on a topic from the beginning, until it is idle. Partitions are assigned directly:
+    no consumer group, so no join to wait for and no offsets left behind."""
+    name = settings.topic(topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
     out: list[Any] = []
     last = start = time.monotonic()
     try:
