@@ -130,3 +130,15 @@ def run_service(request: pytest.FixtureRequest, tmp_path: Path) -> RunService:
             runner.stop_process(proc)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's models, trained once per session on the benign flows of the bundled training captures
+    (never on the captures the end-to-end tests replay)."""
+    from services.demo import TRAIN_CAPTURES, sample_files
+    from training.train_cli import train_and_export
+
+    out = tmp_path_factory.mktemp("models")
+    train_and_export(sample_files(TRAIN_CAPTURES), out, Settings())
+    return out
