@@ -24,7 +24,7 @@ from tests.paths import SAMPLE
 from training.datasets import load_flows
 from training.export import export_model
 from training.features import FEATURE_NAMES, FEATURE_SET
-from training.models import roc_auc
+from training.models import build_autoencoder, build_lstm, roc_auc
 from training.train_cli import CaptureWindows, TrainResult, capture_windows, train_and_export, validation_mask
 from training.windows import build_windows
 
@@ -161,6 +161,15 @@ def test_in_process_backend_scores_n_windows_and_none(
         backend.score(mirai.features[:n], mirai.sequences[:n, :4])
     with pytest.raises(ValueError, match="window vectors but"):
         backend.score(mirai.features[:n], mirai.sequences[: n - 1])
+
+
+def test_a_seed_fixes_the_initial_weights(trained: TrainResult) -> None:
+    norm = trained.detectors["autoencoder"].norm
+    for build in (lambda seed: build_autoencoder(norm, seed), lambda seed: build_lstm(norm, K, seed)):
+        first, again, other = build(3).train_model, build(3).train_model, build(4).train_model
+        for a, b in zip(first.get_weights(), again.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), other.get_weights(), strict=True))
 
 
 def test_backend_without_models_says_to_train(tmp_path: Path) -> None:

@@ -73,7 +73,8 @@ class Detector:
         return np.asarray(out["score"]), np.asarray(out["feature_error"])
 
 
-def build_autoencoder(norm: Normalisation) -> Detector:
+def build_autoencoder(norm: Normalisation, seed: int) -> Detector:
+    keras.utils.set_random_seed(seed)  # initial weights: seeded here, not by whatever ran before
     n = len(norm.mean)
     x = keras.Input((n,), name="features")
     z = normalise(x, norm)
@@ -92,14 +93,14 @@ def build_autoencoder(norm: Normalisation) -> Detector:
     )
 
 
-def build_lstm(norm: Normalisation, k: int) -> Detector:
+def build_lstm(norm: Normalisation, k: int, seed: int) -> Detector:
+    keras.utils.set_random_seed(seed)
     n = len(norm.mean)
     x = keras.Input((k, n), name="sequence")
     z = normalise(x, norm)
-    # unroll: K is small and fixed by the signature; an unrolled LSTM is several times faster on CPU.
-    code = keras.layers.LSTM(LSTM_UNITS, unroll=True, name="encoder")(z)
+    code = keras.layers.LSTM(LSTM_UNITS, name="encoder")(z)
     h = keras.layers.RepeatVector(k)(code)
-    h = keras.layers.LSTM(LSTM_UNITS, return_sequences=True, unroll=True, name="decoder")(h)
+    h = keras.layers.LSTM(LSTM_UNITS, return_sequences=True, name="decoder")(h)
     # The decoder emits the sequence newest first (then flipped back): the window being scored is rebuilt
     # first, straight from the code, as in LSTM encoder-decoders for anomaly detection (Malhotra et al.,
     # 2016). On benign validation windows this lowered the last-step error and its tail.
@@ -131,7 +132,7 @@ def fit(
     on_epoch: EpochCallback | None = None,
 ) -> FitReport:
     """Fit on benign training inputs, stopping early on the benign validation loss (best weights kept)."""
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)  # again: the shuffling must not depend on what was built in between
     detector.train_model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse")
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=PATIENCE, restore_best_weights=True)

@@ -235,7 +235,10 @@ def train_and_export(
         data = {"autoencoder": model_data(captures, sequences=False), "lstm": model_data(captures, sequences=True)}
         # One normalisation for both models: the statistics of the benign training windows.
         norm = fit_normalisation(data["autoencoder"].train)
-        detectors = {"autoencoder": build_autoencoder(norm), "lstm": build_lstm(norm, settings.history_windows)}
+        detectors = {
+            "autoencoder": build_autoencoder(norm, seed),
+            "lstm": build_lstm(norm, settings.history_windows, seed),
+        }
         result = TrainResult(detectors=detectors, data=data, cards={}, paths={})
         for name, detector in detectors.items():
             task = progress.add_task(f"training {name}", total=epochs)
