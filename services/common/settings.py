@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     run_dir: Path = Field(Path(".run"), description="Where the embedded stack records pids, ports and logs")
     namespace: str = Field("", description="Prefix for topics, consumer groups and Redis keys (isolates runs)")
     partitions: int = Field(4, ge=1, description="Partitions per topic created by `stack up`")
+    metrics_port: int = Field(0, ge=0, description="Port of /metrics, /healthz, /readyz (0 = off)")
     session_timeout_s: float = Field(6.0, description="Consumer group session timeout; short for fast local joins")
 
     # Featurizer
