@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     window_seconds: float = Field(60.0, gt=0, description="Event-time tumbling window length per host")
     lateness_seconds: float = Field(30.0, ge=0, description="How late (event time) a flow may arrive and still count")
     idle_flush_seconds: float = Field(3.0, gt=0, description="Close a partition's open windows after this long idle")
+    early_emit_flows: int = Field(50, ge=0, description="Emit an open window early at N, 2N, 4N... flows (0 = off)")
+    early_emit_seconds: float = Field(20.0, ge=0, description="...and every this many event-time seconds (0 = off)")
     history_windows: int = Field(8, ge=1, description="K: the host's last windows the LSTM reads")
     host_ttl_seconds: int = Field(86400, description="Forget a host's window history after this long quiet")
     featurizer_batch: int = Field(2000, ge=1, description="Flows per featurizer batch")
@@ -69,6 +71,14 @@ class Settings(BaseSettings):
     scorer_batch: int = Field(512, ge=1, description="Max host windows per scoring batch")
     scorer_batch_wait_s: float = Field(0.2, description="Max wait to fill a scoring batch")
     explain_top: int = Field(3, ge=1, description="Features named in an anomaly's explanation")
+    scorer_backend: Literal["inprocess", "grpc", "rest"] = Field(
+        "inprocess", description="Model backend: SavedModels in this process, or TF-Serving over gRPC or REST"
+    )
+    tfserving_grpc: str = Field("127.0.0.1:8500", description="TF-Serving gRPC address (host:port)")
+    tfserving_rest: str = Field("http://127.0.0.1:8501", description="TF-Serving REST base URL")
+    model_timeout_s: float = Field(10.0, gt=0, description="Deadline of one TF-Serving request")
+    model_retry_max_s: float = Field(30.0, gt=0, description="Longest backoff between retries of an unscored batch")
+    model_poll_s: float = Field(5.0, gt=0, description="How often to look for a new model version")
 
     # Alerter
     alerts_file: Path = Field(Path("alerts.jsonl"), description="JSONL sink path")
