@@ -32,6 +32,14 @@ WINDOWS_EMITTED = Counter("flowsentinel_windows_emitted", "Host windows emitted 
 OPEN_WINDOWS = Gauge("flowsentinel_open_windows", "Host windows open in the featurizer")
 WINDOWS_SCORED = Counter("flowsentinel_windows_scored", "Host windows scored", ["backend"])
 ANOMALIES = Counter("flowsentinel_anomalies", "Anomalies raised", ["model"])
+MODEL_SECONDS = Histogram(
+    "flowsentinel_model_call_seconds",
+    "Time of one model backend call (both models, one scoring batch)",
+    ["backend"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+MODEL_RETRIES = Counter("flowsentinel_model_retries", "Scoring batches retried after a model server failure", ["backend"])
+MODEL_VERSION = Gauge("flowsentinel_model_version", "Model version the scorer uses", ["model"])
 INCIDENTS = Counter("flowsentinel_incidents", "Incidents opened")
 ALERTS_SENT = Counter("flowsentinel_alerts_sent", "Alerts delivered", ["sink"])
 SINK_ERRORS = Counter("flowsentinel_sink_errors", "Failed sink deliveries", ["sink"])
