@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: venv test demo lint stack-up stack-down
+.PHONY: venv test demo lint stack-up stack-down bench
 
 venv: $(STAMP)
 
@@ -35,6 +35,8 @@ $(STAMP): pyproject.toml
 	fi
 	@echo "installing flowsentinel and its dependencies into $(VENV) (quiet; errors are shown)"
 	@$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	@# The TF-Serving client protos, without their `tensorflow` requirement: tensorflow-cpu provides it (see pyproject.toml).
+	@$(VENV)/bin/python -m pip install -q --no-deps 'tensorflow-serving-api==2.21.*'
 	@touch $@
 
 test: venv
@@ -55,3 +57,7 @@ stack-up: venv
 
 stack-down: venv
 	$(VENV)/bin/flowsentinel stack down
+
+# Benchmarks print figures (nothing in them asserts a speed): every bench/*_bench.py in turn.
+bench: venv
+	@for b in bench/*_bench.py; do echo "== $$b"; PYTHONPATH=. $(VENV)/bin/python $$b; done
