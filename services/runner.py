@@ -68,6 +68,7 @@ class Snapshot:
     late: int
     undecodable: int
     windows: int
+    early_windows: int
     open_windows: int
     scored: int
     anomalies: int
@@ -83,14 +84,15 @@ class Snapshot:
             self.published > 0
             and self.flows_accounted >= self.published
             and self.open_windows == 0
-            and self.scored >= self.windows
+            and self.scored >= self.windows + self.early_windows
             and self.alerter_consumed >= self.anomalies
         )
 
     def line(self) -> str:
         return (
             f"flows {self.flows_accounted}/{self.published} featurized | windows {self.windows} "
-            f"(open {self.open_windows}) | scored {self.scored} | anomalies {self.anomalies} | alerts {self.alerts}"
+            f"(+{self.early_windows} early, open {self.open_windows}) | scored {self.scored} | "
+            f"anomalies {self.anomalies} | alerts {self.alerts}"
         )
 
 
@@ -108,6 +110,7 @@ def snapshot(settings: Settings) -> Snapshot:
         late=feat.get("flows_late", 0),
         undecodable=feat.get("flows_undecodable", 0),
         windows=feat.get("windows_emitted", 0),
+        early_windows=feat.get("windows_early", 0),
         open_windows=open_windows,
         scored=scorer.get("windows_scored", 0),
         anomalies=scorer.get("anomalies", 0),
@@ -173,9 +176,9 @@ def read_topic(settings: Settings, topic: str, schema: str | None, idle: float =
 
 
 def window_metrics(scores: list[dict[str, Any]]) -> dict[str, float]:
-    """Window-level detection quality: an alerted window is one the models flagged; it is truly
-    malicious when any of its flows is labelled malicious. Unlabelled windows are left out."""
-    latest = {s["window_id"]: s for s in scores}.values()
+    """Window-level detection quality over closed windows: an alerted window is one the models flagged;
+    it is truly malicious when any of its flows is labelled malicious. Unlabelled windows are left out."""
+    latest = {s["window_id"]: s for s in scores if s["final"]}.values()
     tp = fp = fn = tn = 0
     for s in latest:
         if not s["labelled_flows"]:

@@ -26,7 +26,7 @@ def wait_featurized(settings: Settings, published: int, timeout: float = 180.0) 
 
 
 def streamed_windows(settings: Settings) -> dict[str, dict]:
-    return {w["window_id"]: w for w in runner.read_topic(settings, "host-windows", "HostWindow")}
+    return {w["window_id"]: w for w in runner.read_topic(settings, "host-windows", "HostWindow") if w["final"]}
 
 
 def replay_all(settings: Settings, run_service) -> int:

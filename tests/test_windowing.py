@@ -1,7 +1,7 @@
 """The featurizer's window bookkeeping, without Kafka or Redis, on real flows."""
 
 from services.common import serde
-from services.featurizer.windowing import WindowKey, closing_in_batch, plan_batch
+from services.featurizer.windowing import EarlyState, WindowKey, closing_in_batch, early_emissions, plan_batch
 from tests.paths import SAMPLE
 from training.datasets import load_flows
 from training.windows import build_windows, window_start
@@ -58,3 +58,26 @@ def test_windows_close_once_the_watermark_passes_their_deadline() -> None:
 def test_window_key_round_trips_ipv6() -> None:
     key = WindowKey("2001:db8::1", 1533042900.0)
     assert WindowKey.parse(key.member().encode()) == key
+
+
+def test_early_emissions_double_and_tick_in_event_time() -> None:
+    flows, _ = real_events("CTU-Malware-Capture-8-1-labeled.csv.gz")
+    # A dense real minute: the busiest host window of the capture.
+    windows = build_windows(flows, W)
+    busiest = max(windows, key=lambda w: w["flow_count"])
+    in_window = [f for f in flows if window_start(f["first_seen"], W) == busiest["window_start"]]
+    start = EarlyState.decode(None, busiest["window_start"])
+    points, state = early_emissions(0, in_window, start, min_flows=5, every_seconds=0)
+    expected = [n for n in (5, 10, 20, 40, 80, 160) if n <= len(in_window)]
+    assert points == expected and state.count == expected[-1]
+    # Split across batches (stored + appended), the same counts come out.
+    first, state1 = early_emissions(0, in_window[:7], start, 5, 0)
+    rest, _ = early_emissions(7, in_window[7:], state1, 5, 0)
+    assert first + rest == points
+    # By event time alone: one emission per 20 s tick that saw a flow.
+    ticks, _ = early_emissions(0, in_window, start, min_flows=0, every_seconds=20)
+    assert 1 <= len(ticks) <= 3
+
+
+def test_early_state_round_trips() -> None:
+    assert EarlyState.decode(EarlyState(12, 1533042911.25).encode().encode(), 0.0) == EarlyState(12, 1533042911.25)

@@ -17,7 +17,15 @@ import redis.asyncio as aioredis
 
 from services.common import history, kafka, serde
 from services.common.settings import Settings
-from services.featurizer.windowing import BatchPlan, Rejected, WindowKey, closing_in_batch, plan_batch
+from services.featurizer.windowing import (
+    BatchPlan,
+    EarlyState,
+    Rejected,
+    WindowKey,
+    closing_in_batch,
+    early_emissions,
+    plan_batch,
+)
 from training.windows import host_window
 
 ROLE = "src"
@@ -70,19 +78,31 @@ class WindowStore:
             end = max(k.start for k in ordered) + self.s.window_seconds + self.s.lateness_seconds
             plan.watermark = max(plan.watermark, end)
 
+        staying = [k for k in plan.appends if k not in closing]
+        early = await self._early(partition, plan, staying)
+        early_flows = await self._stored_flows([k for k, (points, _) in early.items() if points])
+
         now = time.time()
+        outbox = self._k("outbox", partition)
+        partial_key = self._k("early", partition)
+        emitted, width = 0, self.s.window_seconds
         async with self.redis.pipeline(transaction=True) as tx:
-            for key, items in plan.appends.items():
-                if key in closing:
-                    continue
-                tx.rpush(self._k("win", key.member()), *[raw for raw, _ in items])
+            for key in staying:
+                tx.rpush(self._k("win", key.member()), *[raw for raw, _ in plan.appends[key]])
                 tx.zadd(open_key, {key.member(): plan.deadlines[key]}, nx=True)
-            outbox = self._k("outbox", partition)
+                points, state = early[key]
+                if points:
+                    flows = early_flows[key] + [f for _, f in plan.appends[key]]
+                    for count in points:
+                        record = host_window(key.host, ROLE, key.start, width, flows[:count], False, now)
+                        record["window_id"] += f"#{count}"
+                        self._emit(tx, outbox, record)
+                    emitted += len(points)
+                    tx.hset(partial_key, key.member(), state.encode())
             for key in ordered:
                 flows = stored_flows[key] + [f for _, f in plan.appends.get(key, [])]
                 record = host_window(key.host, ROLE, key.start, self.s.window_seconds, flows, True, now)
-                message = serde.encode("HostWindow", record)
-                tx.rpush(outbox, serde.pack_frame(self.windows_topic, key.host.encode(), message))
+                self._emit(tx, outbox, record)
                 hist = history.history_key(self.s, ROLE, key.host)
                 tx.zadd(hist, {history.pack(key.start, record["features"]): key.start})
                 tx.zremrangebyrank(hist, 0, -history.keep_last(self.s) - 1)
@@ -90,12 +110,39 @@ class WindowStore:
                 tx.delete(self._k("win", key.member()))
             if ordered:
                 tx.zrem(open_key, *[k.member() for k in ordered])
+                tx.hdel(partial_key, *[k.member() for k in ordered])
             for rejected in plan.late + plan.undecodable:
                 tx.rpush(outbox, self._dlq_frame(partition, rejected))
             tx.hset(meta, mapping={"hwm": plan.hwm, "watermark": plan.watermark})
-            self._count(tx, plan, len(ordered))
+            self._count(tx, plan, len(ordered), emitted)
             await tx.execute()
         return BatchResult(plan.accepted, len(plan.late), len(plan.undecodable), plan.duplicates, len(ordered))
+
+    def _emit(self, tx: aioredis.client.Pipeline, outbox: str, record: dict) -> None:
+        message = serde.encode("HostWindow", record)
+        tx.rpush(outbox, serde.pack_frame(self.windows_topic, record["host"].encode(), message))
+
+    async def _early(
+        self, partition: int, plan: BatchPlan, keys: list[WindowKey]
+    ) -> dict[WindowKey, tuple[list[int], EarlyState]]:
+        """Which open windows this batch makes due for an early emission, and at which flow counts."""
+        if not keys:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.llen(self._k("win", key.member()))
+            pipe.hmget(self._k("early", partition), [k.member() for k in keys])
+            *lengths, states = await pipe.execute()
+        return {
+            key: early_emissions(
+                int(stored),
+                [f for _, f in plan.appends[key]],
+                EarlyState.decode(raw, key.start),
+                self.s.early_emit_flows,
+                self.s.early_emit_seconds,
+            )
+            for key, stored, raw in zip(keys, lengths, states, strict=True)
+        }
 
     async def _stored_flows(self, keys: list[WindowKey]) -> dict[WindowKey, list[dict]]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -110,12 +157,13 @@ class WindowStore:
         )
         return serde.pack_frame(self.dlq_topic, b"", value)
 
-    def _count(self, tx: aioredis.client.Pipeline, plan: BatchPlan, closed: int) -> None:
+    def _count(self, tx: aioredis.client.Pipeline, plan: BatchPlan, closed: int, early: int) -> None:
         for field, n in (
             ("flows_featurized", plan.accepted),
             ("flows_late", len(plan.late)),
             ("flows_undecodable", len(plan.undecodable)),
             ("windows_emitted", closed),
+            ("windows_early", early),
         ):
             if n:
                 tx.hincrby(self.stats_key, field, n)

@@ -86,3 +86,40 @@ def plan_batch(
 def closing_in_batch(plan: BatchPlan) -> list[WindowKey]:
     """Windows first opened in this batch whose deadline the batch's watermark already passed."""
     return [k for k, d in plan.deadlines.items() if d <= plan.watermark]
+
+
+@dataclass
+class EarlyState:
+    """When an open window was last emitted early: its flow count then, and the event time."""
+
+    count: int
+    at: float
+
+    def encode(self) -> str:
+        return f"{self.count}|{self.at!r}"
+
+    @classmethod
+    def decode(cls, raw: bytes | str | None, window_start: float) -> EarlyState:
+        if raw is None:
+            return cls(0, window_start)
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        count, at = text.split("|")
+        return cls(int(count), float(at))
+
+
+def early_emissions(
+    stored: int, appended: list[Flow], state: EarlyState, min_flows: int, every_seconds: float
+) -> tuple[list[int], EarlyState]:
+    """Flow counts at which an open window is emitted before it closes, so a fast attack is scored early:
+    when it holds at least `min_flows` and has doubled since its last early emission (N, 2N, 4N...: a
+    flood costs O(n log n), not O(n^2)), or when `every_seconds` of event time passed since the last one.
+    Decided flow by flow, so the emissions do not depend on how flows were batched."""
+    points = []
+    for i, flow in enumerate(appended, 1):
+        count = stored + i
+        by_count = min_flows > 0 and count >= max(min_flows, 2 * state.count)
+        by_time = every_seconds > 0 and flow["first_seen"] - state.at >= every_seconds
+        if by_count or by_time:
+            points.append(count)
+            state = EarlyState(count, flow["first_seen"])
+    return points, state
