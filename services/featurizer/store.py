@@ -10,6 +10,8 @@ outbox only after the broker acknowledged them: at-least-once downstream, exactl
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from services.featurizer.windowing import (
 from training.windows import host_window
 
 ROLE = "src"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # recorded per partition: which worker applied it last
 
 
 @dataclass
@@ -113,7 +116,7 @@ class WindowStore:
                 tx.hdel(partial_key, *[k.member() for k in ordered])
             for rejected in plan.late + plan.undecodable:
                 tx.rpush(outbox, self._dlq_frame(partition, rejected))
-            tx.hset(meta, mapping={"hwm": plan.hwm, "watermark": plan.watermark})
+            tx.hset(meta, mapping={"hwm": plan.hwm, "watermark": plan.watermark, "worker": WORKER})
             self._count(tx, plan, len(ordered), emitted)
             await tx.execute()
         return BatchResult(plan.accepted, len(plan.late), len(plan.undecodable), plan.duplicates, len(ordered))
