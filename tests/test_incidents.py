@@ -58,3 +58,28 @@ def test_explanation_ranks_features_by_error_share() -> None:
     out = explain([10.0, 20.0, 30.0], [0.1, 0.6, 0.3], ["a", "b", "c"], top=2)
     assert [c["feature"] for c in out] == ["b", "c"]
     assert abs(out[0]["share"] - 0.6) < 1e-9 and out[0]["value"] == 20.0
+
+
+def test_an_ongoing_incident_is_resent_once_per_digest_interval() -> None:
+    incident, sends = None, []
+    for start in range(0, 3600 * 3, 60):  # three hours of low anomalies, one a minute, no escalation
+        incident, send = apply_anomaly(incident, anomaly(start), gap_seconds=600, digest_seconds=3600)
+        sends.append(send)
+    # opened at 0-60 s, then digests when last_seen reaches 3660 s and 7260 s
+    assert [i * 60 for i, s in enumerate(sends) if s] == [0, 3600, 7200]
+    assert incident["anomaly_count"] == 180
+
+
+def test_no_digest_when_the_interval_is_off() -> None:
+    incident, sends = None, []
+    for start in range(0, 3600 * 3, 60):
+        incident, send = apply_anomaly(incident, anomaly(start), gap_seconds=600, digest_seconds=0)
+        sends.append(send)
+    assert sum(sends) == 1
+
+
+def test_an_incident_stored_before_digests_existed_still_works() -> None:
+    incident, _ = apply_anomaly(None, anomaly(0), gap_seconds=600)
+    del incident["last_sent"]
+    _, send = apply_anomaly(incident, anomaly(4000), gap_seconds=600_000, digest_seconds=3600)
+    assert send

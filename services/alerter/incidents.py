@@ -1,5 +1,6 @@
 """Incident logic, pure: anomalies of one host (and role) closer together than a gap join one
-incident; an alert goes out when an incident opens and when its severity rises, not on every anomaly."""
+incident; an alert goes out when an incident opens, when its severity rises, and at most once per
+digest interval (event time) while it goes on, not on every anomaly."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def new_incident(anomaly: dict[str, Any]) -> dict[str, Any]:
         "top_features": [],
         "window_ids": [],
         "alerts_sent": 0,
+        "last_sent": s["window_end"],
     }
 
 
@@ -41,9 +43,10 @@ def peak_ratio(anomaly: dict[str, Any]) -> float:
 
 
 def apply_anomaly(
-    incident: dict[str, Any] | None, anomaly: dict[str, Any], gap_seconds: float
+    incident: dict[str, Any] | None, anomaly: dict[str, Any], gap_seconds: float, digest_seconds: float = 0.0
 ) -> tuple[dict[str, Any], bool]:
-    """The incident after this anomaly, and whether it must be (re-)sent: it opened or escalated."""
+    """The incident after this anomaly, and whether it must be (re-)sent: it opened, escalated, or
+    `digest_seconds` (event time, 0 = never) passed since it was last sent."""
     s = anomaly["score"]
     if incident is not None and s["window_id"] in incident["window_ids"]:
         return incident, False
@@ -61,7 +64,13 @@ def apply_anomaly(
     incident["window_ids"] = (incident["window_ids"] + [s["window_id"]])[-RECENT_WINDOWS:]
     if severity_rank(anomaly["severity"]) > severity_rank(incident["severity"]):
         incident["severity"] = anomaly["severity"]
-    send = before is None or severity_rank(incident["severity"]) > severity_rank(before)
+    escalated = before is None or severity_rank(incident["severity"]) > severity_rank(before)
+    # Incidents stored before digests existed carry no last_sent: their first anomaly stands in.
+    last_sent = incident.get("last_sent", incident["first_seen"])
+    digest_due = digest_seconds > 0 and incident["last_seen"] - last_sent >= digest_seconds
+    send = escalated or digest_due
+    if send:
+        incident["last_sent"] = incident["last_seen"]
     return incident, send
 
 
