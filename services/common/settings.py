@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, description="Port of /metrics, /healthz, /readyz (0 = off)")
     session_timeout_s: float = Field(6.0, description="Consumer group session timeout; short for fast local joins")
 
+    # Collector (UDP NetFlow/IPFIX listener)
+    collector_listen: str = Field("0.0.0.0:2055", description="host:port list (comma-separated) the collector binds")
+    collector_rcvbuf: int = Field(8 << 20, ge=0, description="Socket receive buffer bytes per port (0 = OS default)")
+    template_timeout_s: float = Field(1800.0, gt=0, description="Forget a v9/IPFIX template not refreshed this long")
+    template_hold_s: float = Field(10.0, ge=0, description="Hold data sets this long for a template not seen yet")
+
     # Featurizer
     window_seconds: float = Field(60.0, gt=0, description="Event-time tumbling window length per host")
     lateness_seconds: float = Field(30.0, ge=0, description="How late (event time) a flow may arrive and still count")
