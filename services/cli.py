@@ -15,6 +15,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": ("services.common.stack_cli", "start, stop or show the embedded local stack (Tansu broker, Redis)"),
     "replay": ("services.collector.replay", "replay dataset flow files into the flows topic"),
+    "collector": ("services.collector.listener", "run the UDP NetFlow v5/v9/IPFIX collector into the flows topic"),
+    "decode": ("services.collector.decode_cli", "decode NetFlow/IPFIX packets from pcap or raw files, offline"),
     "featurizer": ("services.featurizer.app", "run the featurizer: flows -> per-host windows"),
     "scorer": ("services.scorer.service", "run the scorer: host windows -> scores and anomalies"),
     "alerter": ("services.alerter.service", "run the alerter: anomalies -> incidents -> sinks"),
