@@ -13,7 +13,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY services/ services/
 COPY training/ training/
-RUN pip wheel --wheel-dir /wheels .
+# tensorflow-serving-api (the scorer's TF-Serving client) requires `tensorflow`, a second 2 GB TensorFlow beside
+# tensorflow-cpu: it is built and installed without dependencies, as the Makefile does.
+ARG TF_SERVING_API="tensorflow-serving-api==2.21.*"
+RUN pip wheel --wheel-dir /wheels . \
+    && pip wheel --no-deps --wheel-dir /wheels/no-deps "${TF_SERVING_API}"
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="flowsentinel" \
@@ -34,7 +38,8 @@ RUN groupadd --system --gid 10001 flowsentinel \
     && chown flowsentinel:flowsentinel /var/lib/flowsentinel
 # The wheels are bind-mounted from the builder, not copied: they never become a layer of this image.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels flowsentinel==0.1.0
+    pip install --no-cache-dir --no-index --find-links=/wheels flowsentinel==0.1.0 \
+    && pip install --no-cache-dir --no-index --no-deps /wheels/no-deps/*.whl
 WORKDIR /app
 COPY schemas/ /app/schemas/
 COPY deploy/docker/healthcheck.py /app/healthcheck.py
