@@ -56,6 +56,17 @@ class SyslogSink:
             raise
 
     def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        if self.sock is None:
+            return
+        sock, self.sock = self.sock, None
+        if self.protocol != "udp":
+            # Half-close and read to the end first: closing with unread bytes (e.g. TLS 1.3 session
+            # tickets) makes the kernel send a reset, which can discard frames the server has not read.
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(2.0)
+                while sock.recv(4096):
+                    pass
+            except OSError:
+                pass
+        sock.close()
