@@ -1,8 +1,10 @@
 """Model backends of the scorer: numpy in, numpy out, plus the model cards that say how to read it.
 
-`ModelBackend` is transport-neutral so that the in-process SavedModel backend here and a TF-Serving
-gRPC/REST backend are interchangeable: both call the `serving_default` signature of the same exported
-models (models/<name>/<version>/, written by `flowsentinel train`) and return a BackendResult.
+`ModelBackend` is transport-neutral so that the in-process SavedModel backend here and the TF-Serving
+gRPC/REST backends (services.scorer.tfserving) are interchangeable: all call the `serving_default`
+signature of the same exported models (models/<name>/<version>/, written by `flowsentinel train`) and
+return a BackendResult. The model card always comes from the version folder of the models that made
+the scores, so threshold, features and version travel together whichever backend scored.
 Reading that layout (versions, cards) lives here and needs no TensorFlow, so a tool that only asks
 "is a model exported?" stays light; training.export writes the layout with the same names.
 """
@@ -10,6 +12,8 @@ Reading that layout (versions, cards) lives here and needs no TensorFlow, so a t
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +26,8 @@ MODEL_NAMES = ("autoencoder", "lstm")
 CARD_FILE = "model_card.json"
 # Rows per signature call: bounds the memory of one call whatever the scorer's batch size.
 CALL_BATCH = 4096
+
+log = logging.getLogger(__name__)
 
 
 class ModelsNotFoundError(FileNotFoundError):
@@ -39,6 +45,8 @@ class BackendResult:
 
 
 class ModelBackend(Protocol):
+    name: str  # "inprocess", "grpc", "rest": the label of its metrics
+
     def score(self, windows_features: np.ndarray, sequences: np.ndarray) -> BackendResult:
         """Score N window vectors (N, F) with the autoencoder and their sequences (N, K, F) with the LSTM."""
         ...
@@ -72,6 +80,16 @@ def load_card(path: Path | str) -> dict[str, Any]:
         raise ValueError(f"{card_path}: unreadable model card: {exc}") from exc
 
 
+def versioned_card(models_dir: Path, name: str, version: int) -> dict[str, Any]:
+    """The checked card of <models_dir>/<name>/<version>/, which must say it is that version."""
+    path = models_dir / name / str(version)
+    card = load_card(path)
+    check_card(card, path)
+    if int(card.get("version", -1)) != version:
+        raise ValueError(f"{path}: its model card says version {card.get('version')!r}")
+    return card
+
+
 def check_card(card: dict[str, Any], where: Path) -> None:
     """The scorer computes the current feature set: a model trained on another one would be read wrongly."""
     if card.get("feature_set") != FEATURE_SET or card.get("features") != FEATURE_NAMES:
@@ -96,17 +114,27 @@ def check_inputs(windows_features: np.ndarray, sequences: np.ndarray, cards: dic
         raise ValueError(f"{len(windows_features)} window vectors but {len(sequences)} sequences")
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    version: int
+    card: dict[str, Any]
+    signature: Any  # the serving_default concrete function
+    saved_model: Any  # keeps the SavedModel alive: its signature does not own the variables
+
+
 class InProcessBackend:
-    """The latest exported version of each model, loaded with tf.saved_model.load into this process."""
+    """The latest exported version of each model, loaded with tf.saved_model.load into this process.
 
-    def __init__(self, models_dir: Path | str) -> None:
-        import tensorflow as tf  # here, not at import: the Protocol and helpers must not pay for TensorFlow
+    With `poll_s`, a daemon thread looks at the folder listing every `poll_s` seconds and swaps in a new
+    latest version once it is fully loaded and its card checked; a batch uses the models it started with.
+    A version that fails to load is logged and skipped until the listing changes; the old one keeps serving."""
 
+    name = "inprocess"
+
+    def __init__(self, models_dir: Path | str, poll_s: float | None = None) -> None:
         self.models_dir = Path(models_dir)
-        self.cards: dict[str, dict[str, Any]] = {}
-        self.versions: dict[str, int] = {}
-        self._loaded: dict[str, Any] = {}  # keeps each SavedModel alive: its signature does not own the variables
-        self._signatures: dict[str, Any] = {}
+        self._models: dict[str, LoadedModel] = {}
+        self._rejected: dict[str, int] = {}  # model -> latest version that failed to load
         for name in MODEL_NAMES:
             version = latest_version(self.models_dir, name)
             if version is None:
@@ -114,31 +142,72 @@ class InProcessBackend:
                     f"no exported {name} model in {self.models_dir}/ (expected {self.models_dir}/{name}/<version>/): "
                     "run `flowsentinel train` first"
                 )
-            path = self.models_dir / name / str(version)
-            card = load_card(path)
-            check_card(card, path)
-            self.cards[name], self.versions[name] = card, version
-            self._loaded[name] = tf.saved_model.load(str(path))
-            self._signatures[name] = self._loaded[name].signatures["serving_default"]
+            self._models[name] = self._load(name, version)
+        self._stop = threading.Event()
+        if poll_s:
+            threading.Thread(target=self._watch, args=(poll_s,), name="model-watch", daemon=True).start()
 
-    def _call(self, name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def cards(self) -> dict[str, dict[str, Any]]:
+        return {name: m.card for name, m in self._models.items()}
+
+    @property
+    def versions(self) -> dict[str, int]:
+        return {name: m.version for name, m in self._models.items()}
+
+    def _load(self, name: str, version: int) -> LoadedModel:
+        import tensorflow as tf  # here, not at import: the Protocol and helpers must not pay for TensorFlow
+
+        card = versioned_card(self.models_dir, name, version)
+        saved = tf.saved_model.load(str(self.models_dir / name / str(version)))
+        return LoadedModel(version, card, saved.signatures["serving_default"], saved)
+
+    def refresh(self) -> list[str]:
+        """Swap in each model's latest version if it changed; return the names of the models swapped."""
+        swapped = []
+        for name, current in self._models.items():
+            version = latest_version(self.models_dir, name)
+            if version is None or version == current.version or self._rejected.get(name) == version:
+                continue
+            try:
+                loaded = self._load(name, version)
+            except Exception as exc:  # any failure: a bad new version must not stop scoring with the old one
+                self._rejected[name] = version
+                log.error("%s version %d not loaded, still serving version %d: %s", name, version, current.version, exc)
+                continue
+            self._models = {**self._models, name: loaded}  # one assignment: a running batch keeps its dict
+            log.info("%s: now serving version %d (was %d)", name, version, current.version)
+            swapped.append(name)
+        return swapped
+
+    def _watch(self, poll_s: float) -> None:
+        while not self._stop.wait(poll_s):
+            self.refresh()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    @staticmethod
+    def _call(model: LoadedModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(scores, feature errors) in CALL_BATCH chunks; N = 0 needs no call at all."""
-        n_features = len(self.cards[name]["features"])
         if len(x) == 0:
+            n_features = len(model.card["features"])
             return np.zeros(0, dtype=np.float32), np.zeros((0, n_features), dtype=np.float32)
-        key = self.cards[name]["signature"]["input"]["name"]
-        fn = self._signatures[name]
+        key = model.card["signature"]["input"]["name"]
         scores, errors = [], []
         for start in range(0, len(x), CALL_BATCH):
-            out = fn(**{key: np.ascontiguousarray(x[start : start + CALL_BATCH], dtype=np.float32)})
+            out = model.signature(**{key: np.ascontiguousarray(x[start : start + CALL_BATCH], dtype=np.float32)})
             scores.append(out["score"].numpy())
             errors.append(out["feature_error"].numpy())
         return np.concatenate(scores), np.concatenate(errors)
 
     def score(self, windows_features: np.ndarray, sequences: np.ndarray) -> BackendResult:
+        models = self._models  # the same versions for the whole batch, even if a swap happens meanwhile
+        cards = {name: m.card for name, m in models.items()}
         windows_features = np.asarray(windows_features, dtype=np.float32)
         sequences = np.asarray(sequences, dtype=np.float32)
-        check_inputs(windows_features, sequences, self.cards)
-        ae_scores, ae_errors = self._call("autoencoder", windows_features)
-        lstm_scores, lstm_errors = self._call("lstm", sequences)
-        return BackendResult(ae_scores, ae_errors, lstm_scores, lstm_errors, dict(self.cards), dict(self.versions))
+        check_inputs(windows_features, sequences, cards)
+        ae_scores, ae_errors = self._call(models["autoencoder"], windows_features)
+        lstm_scores, lstm_errors = self._call(models["lstm"], sequences)
+        versions = {name: m.version for name, m in models.items()}
+        return BackendResult(ae_scores, ae_errors, lstm_scores, lstm_errors, cards, versions)

@@ -1,24 +1,58 @@
 """The scorer: host windows -> (history from Redis) -> model backend -> scores and anomalies -> commit.
 
-Each batch: drop windows replayed within it, read every host's last K windows in one Redis pipeline,
+Each batch (at most scorer_batch windows, or what arrived within scorer_batch_wait_s, so a quiet network is
+scored promptly): drop windows replayed within it, read every host's last K windows in one Redis pipeline,
 score the whole batch with one call per model, produce, and only then commit (services.common.pipeline).
+When the model server fails, the batch in hand is retried with backoff and nothing new is consumed, so no
+offset moves past an unscored window; /readyz says why the scorer is not ready until a retry succeeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from services.common import serde
+from services.common import log, metrics, serde
 from services.common.history import read_histories
 from services.common.pipeline import Output, StopFlag, run_loop
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, load_settings
-from services.scorer.backends import InProcessBackend, ModelBackend
+from services.scorer.backends import BackendResult, InProcessBackend, ModelBackend
+from services.scorer.retry import Interrupted, backoff_delays, call_with_retry
 from services.scorer.scoring import score_records
 from training.sequences import pad_history
+
+FIRST_RETRY_S = 0.5
+
+
+def _grpc(settings: Settings, models_dir: Path) -> ModelBackend:
+    from services.scorer.tfserving import GrpcBackend
+
+    return GrpcBackend(settings.tfserving_grpc, models_dir, settings.model_poll_s, settings.model_timeout_s)
+
+
+def _rest(settings: Settings, models_dir: Path) -> ModelBackend:
+    from services.scorer.tfserving import RestBackend
+
+    return RestBackend(settings.tfserving_rest, models_dir, settings.model_poll_s, settings.model_timeout_s)
+
+
+def _inprocess(settings: Settings, models_dir: Path) -> ModelBackend:
+    return InProcessBackend(models_dir, poll_s=settings.model_poll_s)
+
+
+# settings.scorer_backend -> constructor; the models folder gives the cards whichever backend scores.
+BACKENDS: dict[str, Callable[[Settings, Path], ModelBackend]] = {"inprocess": _inprocess, "grpc": _grpc, "rest": _rest}
+
+
+def make_backend(settings: Settings, models_dir: Path | None = None) -> ModelBackend:
+    return BACKENDS[settings.scorer_backend](settings, Path(models_dir or settings.models_dir))
 
 
 def sequences_for(settings: Settings, client: Any, windows: list[dict[str, Any]]) -> tuple[np.ndarray, list[int]]:
@@ -34,16 +68,52 @@ def sequences_for(settings: Settings, client: Any, windows: list[dict[str, Any]]
     return np.stack(seqs), lengths
 
 
-def make_transform(settings: Settings, backend: ModelBackend) -> Any:
+def scoring_call(
+    settings: Settings, backend: ModelBackend, health: metrics.Health, stop: StopFlag, logger: logging.Logger
+) -> Callable[[np.ndarray, np.ndarray], BackendResult]:
+    """backend.score, retried with backoff while the model server is unavailable; health and metrics follow."""
+    from services.scorer.tfserving import ModelServerUnavailable  # no TensorFlow import: safe for every backend
+
+    def on_failure(exc: Exception, delay: float) -> None:
+        metrics.ERRORS.labels("scorer", "model_server_unavailable").inc()
+        metrics.MODEL_RETRIES.labels(backend.name).inc()
+        health.set_ready(False, f"model server unavailable, retrying the batch in hand: {exc}")
+        logger.warning("%s; batch retried in %.1fs, nothing new consumed meanwhile", exc, delay)
+
+    def on_success(failures: int) -> None:
+        if failures:
+            logger.info("model server back after %d failed attempts; resuming", failures)
+        health.set_ready(True)
+
+    def call(features: np.ndarray, sequences: np.ndarray) -> BackendResult:
+        def attempt() -> BackendResult:
+            started = time.perf_counter()
+            result = backend.score(features, sequences)
+            metrics.MODEL_SECONDS.labels(backend.name).observe(time.perf_counter() - started)
+            return result
+
+        delays = backoff_delays(FIRST_RETRY_S, settings.model_retry_max_s)
+        return call_with_retry(attempt, ModelServerUnavailable, stop.event, delays, on_failure, on_success)
+
+    return call
+
+
+def make_transform(
+    settings: Settings, score_batch: Callable[[np.ndarray, np.ndarray], BackendResult], backend_name: str
+) -> Any:
     client = sync_redis(settings)
     scores_topic, anomalies_topic = settings.topic("scores"), settings.topic("anomalies")
     stats = settings.key("scorer", "stats")
 
     def transform(windows: list[dict[str, Any]]) -> list[Output]:
+        started = time.perf_counter()
         windows = list({w["window_id"]: w for w in windows}.values())
+        metrics.BATCH_SIZE.labels("scorer").observe(len(windows))
         features = np.asarray([w["features"] for w in windows], dtype=np.float32)
         sequences, lengths = sequences_for(settings, client, windows)
-        result = backend.score(features, sequences)
+        result = score_batch(features, sequences)
+        for name, version in result.versions.items():
+            metrics.MODEL_VERSION.labels(name).set(version)
         outputs, anomalies = [], 0
         for score, anomaly in score_records(
             windows,
@@ -59,10 +129,14 @@ def make_transform(settings: Settings, backend: ModelBackend) -> Any:
             if anomaly is not None:
                 anomalies += 1
                 outputs.append(Output(anomalies_topic, key, serde.encode("Anomaly", anomaly)))
+                for model in anomaly["models_fired"]:
+                    metrics.ANOMALIES.labels(model).inc()
         with client.pipeline() as pipe:
             pipe.hincrby(stats, "windows_scored", len(windows))
             pipe.hincrby(stats, "anomalies", anomalies)
             pipe.execute()
+        metrics.WINDOWS_SCORED.labels(backend_name).inc(len(windows))
+        metrics.BATCH_SECONDS.labels("scorer").observe(time.perf_counter() - started)
         return outputs
 
     return transform
@@ -74,17 +148,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    backend = InProcessBackend(args.models or settings.models_dir)
+    logger = log.setup("scorer")
+    health = metrics.Health()
+    metrics.serve(settings.metrics_port, health)
+    backend = make_backend(settings, args.models)
+    logger.info("model backend %s", backend.name)
+    health.set_ready(True)
     stop = StopFlag().install()
-    transform = make_transform(settings, backend)
-    run_loop(
-        settings,
-        "scorer",
-        "host-windows",
-        "HostWindow",
-        transform,
-        settings.scorer_batch,
-        settings.scorer_batch_wait_s,
-        stop,
-    )
+    transform = make_transform(settings, scoring_call(settings, backend, health, stop, logger), backend.name)
+    try:
+        run_loop(
+            settings,
+            "scorer",
+            "host-windows",
+            "HostWindow",
+            transform,
+            settings.scorer_batch,
+            settings.scorer_batch_wait_s,
+            stop,
+        )
+    except Interrupted as exc:  # its offsets were not committed: the next start scores the batch
+        logger.warning("stopped with a batch unscored, left for the next start: %s", exc)
     return 0
