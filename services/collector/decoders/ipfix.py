@@ -9,7 +9,7 @@ import struct
 
 from services.collector.decoders.errors import DecodeError
 from services.collector.decoders.fields import FieldSpec, Header
-from services.collector.decoders.templates import SetOutcome, TemplateCache, compile_template, iter_sets
+from services.collector.decoders.templates import SetOutcome, TemplateCache, iter_sets
 
 HEADER = struct.Struct(">HHIII")  # version, length, export time, sequence, observation domain
 
@@ -69,4 +69,4 @@ def _templates(h: Header, body: memoryview, cache: TemplateCache, now: float, ou
         if options and not 0 < scope <= count:
             raise DecodeError("bad_template", f"options template {template_id}: scope count {scope} of {count}")
         fields, off = _fields(body, off + head, count)
-        cache.learn(h, compile_template(template_id, fields, scope_count=scope), now, out)
+        cache.learn_fields(h, template_id, fields, scope, now, out)

@@ -9,7 +9,7 @@ import struct
 
 from services.collector.decoders.errors import DecodeError
 from services.collector.decoders.fields import FieldSpec, Header
-from services.collector.decoders.templates import SetOutcome, TemplateCache, compile_template, iter_sets
+from services.collector.decoders.templates import SetOutcome, TemplateCache, iter_sets
 
 HEADER = struct.Struct(">HHIIII")  # version, count, sysUpTime ms, unix secs, sequence, source id
 
@@ -49,7 +49,7 @@ def _templates(h: Header, body: memoryview, cache: TemplateCache, now: float, ou
             raise DecodeError("bad_template", f"template id {template_id} is below 256")
         fields = _fields(body, off + 4, count)
         off += 4 + 4 * count
-        cache.learn(h, compile_template(template_id, fields), now, out)
+        cache.learn_fields(h, template_id, fields, 0, now, out)
 
 
 def _options_templates(h: Header, body: memoryview, cache: TemplateCache, now: float, out: SetOutcome) -> None:
@@ -66,4 +66,4 @@ def _options_templates(h: Header, body: memoryview, cache: TemplateCache, now: f
         scopes = [FieldSpec(10 if f.ie == 2 else 0x7F00 + f.ie, f.length) for f in _fields(body, off + 6, n_scope)]
         options = _fields(body, off + 6 + scope_len, n_option)
         off += 6 + scope_len + option_len
-        cache.learn(h, compile_template(template_id, scopes + options, scope_count=max(1, n_scope)), now, out)
+        cache.learn_fields(h, template_id, scopes + options, max(1, n_scope), now, out)

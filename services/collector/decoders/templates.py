@@ -246,6 +246,17 @@ class TemplateCache:
             st = self.exporters[key] = ExporterState()
         return st
 
+    def learn_fields(
+        self, h: Header, template_id: int, fields: list[FieldSpec], scope_count: int, now: float, out: SetOutcome
+    ) -> None:
+        """Cache a template; one the exporter re-sends unchanged (most do, every few packets) is only refreshed,
+        not compiled again."""
+        cached = self.templates.get((h.exporter, h.domain, template_id))
+        if cached is not None and cached.scope_count == scope_count and cached.fields == fields:
+            self.learn(h, cached, now, out)
+        else:
+            self.learn(h, compile_template(template_id, fields, scope_count), now, out)
+
     def learn(self, h: Header, template: Template, now: float, out: SetOutcome) -> None:
         """Cache a template and decode what was held for it."""
         key = (h.exporter, h.domain, template.template_id)
@@ -255,7 +266,7 @@ class TemplateCache:
         while len(self.templates) > self.max_templates:
             self.templates.popitem(last=False)
         out.templates += 1
-        waiting = [seq for seq, (k, _) in self.held.items() if k == key]
+        waiting = [seq for seq, (k, _) in self.held.items() if k == key] if self.held else []
         for seq in waiting:
             _, held = self.held.pop(seq)
             try:
