@@ -1,16 +1,20 @@
 """The alerter's transform in-process against the real Redis and broker: suppression counted in Redis
-and in metrics, incidents and digests through the durable sink queues, JSONL rotation."""
+and in metrics, incidents and digests through the durable sink queues, dead letters on `alerts.dlq`, JSONL rotation."""
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from pathlib import Path
 
+from services import runner
 from services.alerter.service import make_transform, start_workers
 from services.alerter.sinks.jsonl import JsonlSink
 from services.common.metrics import SUPPRESSED
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings
+from services.common.stack import free_port
 from tests.alert_samples import alerts, anomaly
 
 RULES = """
@@ -62,3 +66,29 @@ def test_jsonl_rotates_by_size_and_keeps_the_configured_backups(tmp_path: Path) 
     kept = [json.loads(line) for f in reversed(files) for line in f.read_text().splitlines()]
     assert all(f.stat().st_size < 2000 + 1000 for f in files)
     assert kept == batch[-len(kept) :] and len(kept) < len(batch)  # newest kept, in order; oldest rotated out
+
+
+def test_an_undeliverable_alert_is_dead_lettered_to_the_alerts_dlq_topic(settings: Settings) -> None:
+    settings = settings.model_copy(
+        update={
+            "alert_sinks": "webhook",
+            "alerts_stdout": False,
+            "sink_webhook_url": f"http://127.0.0.1:{free_port()}/nobody-listens",
+            "alert_retry_base_s": 0.01,
+            "alert_max_attempts": 2,
+        }
+    )
+    workers = [w.start() for w in start_workers(settings)]
+    make_transform(settings, workers)([anomaly("10.0.0.9", 1000.0)])
+    stats_key = settings.key("alerter", "stats")
+    redis = sync_redis(settings)
+    deadline = time.monotonic() + 30
+    while not redis.hget(stats_key, "dead:webhook") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for w in workers:
+        w.stop()
+    [record] = [json.loads(r) for r in runner.read_topic(settings, "alerts.dlq", None)]
+    assert record["sink"] == "webhook" and "2 attempts failed" in record["reason"]
+    assert "connection failed" in record["reason"] and "nobody-listens" not in record["reason"]
+    assert json.loads(base64.b64decode(record["value_b64"]))["host"] == "10.0.0.9"
+    assert int(redis.hget(stats_key, "dead:webhook")) == 1
