@@ -4,6 +4,7 @@ as fast as possible or at a multiple of real time. Labels travel along for evalu
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,13 @@ Flow = dict[str, Any]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="+", type=Path, help="flow files (Zeek conn.log TSV/CSV/JSON, IoT-23 CSV, .gz)")
+    p.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="flow files, plain or .gz, format detected from the header: Zeek conn.log (TSV/CSV/JSON), NF-v2/v3 "
+        "NetFlow CSV, CICFlowMeter CSV (CIC-IDS2017/2018), UNSW-NB15 CSV, CTU Argus binetflow, nfdump CSV",
+    )
     p.add_argument("--speed", default="max", help="'max', or a multiple of real time (1 = as recorded)")
     p.add_argument("--loop", action="store_true", help="replay again and again, shifted forward each time")
     p.add_argument("--shift-to-now", action="store_true", help="move flow times so the replay starts now")
@@ -57,6 +64,8 @@ def replay(settings: Settings, files: list[Path], speed: float | None, shift_to_
     flows, stats = load_flows(files)
     for reason, n in stats.dropped.items():
         logger.warning("dropped %d rows: %s", n, reason)
+    for note, n in stats.notes.items():
+        logger.warning("%d rows: %s", n, note)
     if not flows:
         raise SystemExit(f"no flows in {', '.join(map(str, files))}")
     span = flows[-1]["first_seen"] - flows[0]["first_seen"]
@@ -101,5 +110,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         return replay(load_settings(), args.files, parse_speed(args.speed), args.shift_to_now, args.loop)
     except (UnknownFormatError, FileNotFoundError, ValueError) as exc:
-        print(f"flowsentinel replay: {exc}")
+        # Bad input fails here, before any connection to the broker or Redis is made.
+        print(f"flowsentinel replay: {exc}", file=sys.stderr)
         return 2

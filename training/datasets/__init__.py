@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.datasets import zeek
+from training.datasets import argus, cicids, netflow_csv, nfdump, unsw, zeek
 from training.datasets.files import open_text
+from training.datasets.rows import UnusableFileError
 
 Flow = dict[str, Any]
 
@@ -24,20 +25,37 @@ class UnknownFormatError(ValueError):
 
 @dataclass
 class ReadStats:
-    """What a reader kept and what it dropped, by reason."""
+    """What a reader kept, what it dropped (by reason), and what it had to make up or correct (notes,
+    each with the number of rows it applies to: synthesised times, placeholder addresses, ...)."""
 
     rows: int = 0
     flows: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    notes: Counter[str] = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
 
+    def note(self, text: str) -> None:
+        self.notes[text] += 1
+
 
 # Each reader: (name, sniff(header lines) -> bool, read(path, stats) -> flows, expected columns).
+# Tried in order; their required columns do not overlap, so at most one matches a header.
 READERS = [
     ("zeek", zeek.sniff, zeek.read, zeek.EXPECTED),
+    ("nf-csv", netflow_csv.sniff, netflow_csv.read, netflow_csv.EXPECTED),
+    ("cicflowmeter", cicids.sniff, cicids.read, cicids.EXPECTED),
+    ("unsw-nb15", unsw.sniff, unsw.read, unsw.EXPECTED),
+    ("argus", argus.sniff, argus.read, argus.EXPECTED),
+    ("nfdump", nfdump.sniff, nfdump.read, nfdump.EXPECTED),
 ]
+__all__ = [
+    "READERS", "ReadStats", "UnknownFormatError", "UnusableFileError", "detect_format", "load_flows", "read_flows",
+]  # fmt: skip
+# Detection reads at most this many lines of at most HEAD_CHARS each: never the whole file.
+HEAD_LINES = 12
+HEAD_CHARS = 1 << 16
 
 
 def detect_format(path: Path) -> str:
@@ -45,9 +63,11 @@ def detect_format(path: Path) -> str:
     for name, sniff, _, _ in READERS:
         if sniff(head):
             return name
-    expected = "; ".join(f"{name}: {cols}" for name, _, _, cols in READERS)
+    expected = "".join(f"\n  - {name}: {cols}" for name, _, _, cols in READERS)
     first = head[0][:200] if head else "(empty file)"
-    raise UnknownFormatError(f"{path}: unrecognised flow file. First line: {first!r}. Expected one of: {expected}")
+    raise UnknownFormatError(
+        f"{path}: unrecognised flow file; its first line is {first!r}. The header must be one of:{expected}"
+    )
 
 
 def read_flows(path: Path | str, stats: ReadStats | None = None) -> Iterator[Flow]:
@@ -72,6 +92,12 @@ def load_flows(paths: list[Path] | list[str], sort: bool = True) -> tuple[list[F
     return flows, stats
 
 
-def _head(path: Path, lines: int = 12) -> list[str]:
+def _head(path: Path) -> list[str]:
+    lines = []
     with open_text(path) as fh:
-        return [line.rstrip("\n") for _, line in zip(range(lines), fh, strict=False)]
+        for _ in range(HEAD_LINES):
+            line = fh.readline(HEAD_CHARS)
+            if not line:
+                break
+            lines.append(line.rstrip("\r\n"))
+    return lines

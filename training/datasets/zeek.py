@@ -41,7 +41,7 @@ MISSING = {"", "-", "(empty)", None}
 
 def sniff(head: list[str]) -> bool:
     for line in head:
-        if line.startswith("#fields") and "id.orig_h" in line:
+        if line.startswith("#fields") and all(col in line.split("\t") for col in REQUIRED):
             return True
         if line.startswith("{") and '"id.orig_h"' in line:
             return True
