@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -210,7 +212,7 @@ def test_image_installs_only_what_the_runtime_needs() -> None:
 
 # During a replay, the counter that each service's /metrics must move: (sample name, labels it must carry).
 PROGRESS = {
-    "replay": ("flowsentinel_flows_published_total", {}),
+    "collector": ("flowsentinel_flows_published_total", {"source": "udp"}),
     "featurizer": ("flowsentinel_records_consumed_total", {"service": "featurizer"}),
     "scorer": ("flowsentinel_windows_scored_total", {}),
     "alerter": ("flowsentinel_records_consumed_total", {"service": "alerter"}),
@@ -241,6 +243,17 @@ def answers(port: int, path: str) -> int | None:
         return exc.code
     except (urllib.error.URLError, OSError):
         return None
+
+
+def netflow_v5_datagram() -> bytes:
+    """One NetFlow v5 export with one TCP flow ending now (the collector's input, as a router sends it)."""
+    now = int(time.time())
+    header = struct.pack("!HHIIIIBBH", 5, 1, 60_000, now, 0, 1, 0, 0, 0)
+    src, dst = (int.from_bytes(bytes(a), "big") for a in ((192, 168, 1, 10), (10, 0, 0, 1)))
+    record = struct.pack(
+        "!IIIHHIIIIHHBBBBHHBBH", src, dst, 0, 1, 2, 10, 1500, 59_000, 60_000, 40000, 443, 0, 0x1B, 6, 0, 0, 0, 24, 24, 0
+    )
+    return header + record
 
 
 def specs_of(source: str) -> dict[str, ds.ContainerSpec]:
@@ -283,7 +296,20 @@ def start(spec: ds.ContainerSpec, workdir: Path, log: Path) -> subprocess.Popen[
         )
 
 
-@pytest.mark.parametrize("source", ["compose", "k8s/dev", "k8s/prod"])
+def test_dev_overlay_gives_the_services_what_prod_gives_them() -> None:
+    """Why only compose and prod run live below (each run starts TensorFlow: the suite's time is short): dev's
+    containers get prod's arguments and environment except the in-cluster addresses, which differ by design
+    and are substituted in a live run anyway, and the partition count, which only topic creation reads."""
+    differ = {f"{ENV_PREFIX}{n}" for n in ("KAFKA_BOOTSTRAP", "REDIS_URL", "PARTITIONS")}
+    dev, prod = (ds.k8s_specs(o, ds.render_overlay(o)) for o in ("dev", "prod"))
+    assert set(dev) == set(prod) >= set(PIPELINE)
+    for name in prod:
+        assert dev[name].args == prod[name].args
+        dev_env, prod_env = ({k: v for k, v in s.env.items() if k not in differ} for s in (dev[name], prod[name]))
+        assert dev_env == prod_env, name
+
+
+@pytest.mark.parametrize("source", ["compose", "k8s/prod"])
 def test_services_run_with_the_deployed_configuration(
     source: str, settings: Settings, trained_models: Path, model_server: str, tmp_path: Path, request: Any
 ) -> None:
@@ -292,6 +318,7 @@ def test_services_run_with_the_deployed_configuration(
     specs = specs_of(source)
     assert set(PIPELINE) <= set(specs), sorted(specs)
     ports = {name: free_port() for name in specs}
+    netflow_port = free_port()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs = request.node.stash.setdefault(SERVICE_LOGS, [])
 
@@ -309,6 +336,7 @@ def test_services_run_with_the_deployed_configuration(
             # what prod's operator-made Secret would hold.
             supply={
                 f"{ENV_PREFIX}METRICS_PORT": str(ports[name]),
+                f"{ENV_PREFIX}COLLECTOR_LISTEN": f"127.0.0.1:{netflow_port}",
                 f"{ENV_PREFIX}NAMESPACE": settings.namespace,
                 f"{ENV_PREFIX}REDIS_URL": settings.redis_url.get_secret_value(),
             },
@@ -342,14 +370,16 @@ def test_services_run_with_the_deployed_configuration(
             assert answers(ports[name], "/healthz") == 200, name
         before = {name: scrape(ports[name]) for name in PIPELINE}
         launch("replay")
-        wait_for("/metrics of the replay", lambda: answers(ports["replay"], "/metrics") == 200, READY_TIMEOUT_S)
+        exporter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
         def moved() -> bool:
+            exporter.sendto(netflow_v5_datagram(), ("127.0.0.1", netflow_port))  # UDP: resent until counted
             return all(
                 counter(scrape(ports[n]), *PROGRESS[n]) > counter(before.get(n, {}), *PROGRESS[n]) for n in PROGRESS
             )
 
-        wait_for("every service's counter moving", moved, PROGRESS_TIMEOUT_S)
+        with exporter:
+            wait_for("every service's counter moving", moved, PROGRESS_TIMEOUT_S)
         after = {name: scrape(ports[name]) for name in PIPELINE}
         runner.stop_process(procs.pop("replay"))
     finally:
