@@ -14,6 +14,7 @@ import gzip
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -577,3 +578,37 @@ def test_truncated_gzip_keeps_what_it_can(tmp_path: Path) -> None:
     flows, stats = read(cut)
     assert 0 < stats.flows < 50
     assert stats.dropped == {"nf-csv: malformed line (field count or CSV syntax)": 1}
+
+
+# Byte-level damage a file picks up in transit or by hand-editing: whatever it is, rows are dropped and
+# counted, and only the two file-level errors can ever come out of a reader.
+DAMAGE = [b",", b"\t", b"\x00", b'"', b"\n", b"\r", b"-", b"nan", b"inf", b"1e999", b"-1", b"0x", b"\xff\xfe", b"{"]
+
+
+@pytest.mark.parametrize(("path", "fmt", "_"), EXCERPTS, ids=[p.name for p, _, _ in EXCERPTS])
+def test_damaged_rows_never_raise(tmp_path: Path, path: Path, fmt: str, _: str) -> None:
+    rng = random.Random(path.name)  # seeded: the same damage on every run
+    lines = read_text(path).encode().split(b"\n")
+    keep = 8 if path == ZEEK_TSV else 1  # the header stays intact, so the reader itself is exercised
+    head, body = b"\n".join(lines[:keep]) + b"\n", b"\n".join(lines[keep:])
+    for attempt in range(40):
+        damaged = bytearray(body)
+        for _ in range(rng.randint(1, 20)):
+            at = rng.randrange(len(damaged) or 1)
+            choice = rng.random()
+            if choice < 0.3:
+                damaged[at : at + 1] = bytes([rng.randrange(256)])
+            elif choice < 0.6:
+                damaged[at:at] = rng.choice(DAMAGE)
+            elif choice < 0.9:
+                del damaged[at : at + rng.randint(1, 50)]
+            else:
+                del damaged[at:]
+        target = tmp_path / f"{attempt}-{path.name.removesuffix('.gz')}"
+        target.write_bytes(head + bytes(damaged))
+        try:
+            flows, stats = read(target)
+        except (UnknownFormatError, UnusableFileError):
+            continue
+        assert stats.rows >= stats.flows == len(flows)
+        assert stats.rows - stats.flows == sum(stats.dropped.values())

@@ -187,7 +187,7 @@ def port(row: Row, key: str, default: int | None = None) -> int:
         return default
     try:
         value = int(raw, 16) if raw.lower().startswith("0x") else int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: '1e999' is a float, but no int
         raise RowError(f"non-numeric {key}") from None
     if not 0 <= value <= 0xFFFF:
         raise RowError(f"{key} out of range")
@@ -209,7 +209,7 @@ def address(row: Row, key: str) -> str:
 def protocol(row: Row, key: str) -> int:
     """IANA number from a number or a name; non-IP names are dropped with the name as the reason."""
     value = text(row, key).lower()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         if int(value) > 255:
             raise RowError(f"{key} out of range")
         return int(value)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.datasets.files import open_text
+from training.datasets.rows import RowError, read_rows
 
 if TYPE_CHECKING:
     from training.datasets import ReadStats
@@ -53,25 +54,28 @@ def sniff(head: list[str]) -> bool:
 def read(path: Path, stats: ReadStats) -> Iterator[dict[str, Any]]:
     capture = path.name.split(".")[0].removesuffix("-labeled")
     exporter = f"replay:{path.name}"
-    for row in _rows(path):
-        stats.rows += 1
+
+    def convert(row: dict[str, Any], _: int) -> dict[str, Any]:
         try:
-            flow = to_flow(row, exporter, capture)
-        except (KeyError, ValueError) as exc:
-            stats.drop(f"zeek: {exc}")
-            continue
-        stats.flows += 1
-        yield flow
+            return to_flow(row, exporter, capture)
+        except RowError:
+            raise
+        except (KeyError, ValueError, TypeError, OverflowError):
+            # float()/int() on garbage: the message would quote the value, so the reason is generic.
+            raise RowError("malformed field value") from None
+
+    yield from read_rows(stats, "zeek", _rows(path), convert)
 
 
-def _rows(path: Path) -> Iterator[dict[str, Any]]:
+def _rows(path: Path) -> Iterator[dict[str, Any] | None]:
+    """Rows as dicts; None for a line that is not one (undecodable JSON, a CSV syntax error)."""
     with open_text(path) as fh:
         first = fh.readline()
         fh.seek(0)
         if first.startswith("{"):
             for line in fh:
                 if line.strip():
-                    yield json.loads(line)
+                    yield _json_row(line)
         elif first.startswith("#"):
             fields: list[str] = []
             for line in fh:
@@ -80,7 +84,22 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
                 elif not line.startswith("#") and fields:
                     yield dict(zip(fields, line.rstrip("\n").split("\t"), strict=False))
         else:
-            yield from csv.DictReader(fh)
+            reader = csv.DictReader(fh)
+            while True:
+                try:
+                    yield next(reader)
+                except StopIteration:
+                    return
+                except csv.Error:
+                    yield None
+
+
+def _json_row(line: str) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def _num(row: dict[str, Any], key: str, default: float = 0.0) -> float:
@@ -116,10 +135,10 @@ def label_of(raw: str | None) -> str | None:
 def to_flow(row: dict[str, Any], exporter: str, capture: str) -> dict[str, Any]:
     for key in REQUIRED:
         if row.get(key) in MISSING:
-            raise ValueError(f"missing {key}")
+            raise RowError(f"missing {key}")
     proto_name = str(row["proto"]).lower()
     if proto_name not in PROTOCOLS:
-        raise ValueError(f"unknown proto {proto_name}")
+        raise RowError(f"unknown proto {proto_name[:16]!r}")
     protocol = PROTOCOLS[proto_name]
     start = float(row["ts"])
     flags, flags_rev = tcp_flags(row.get("history"), row.get("conn_state")) if protocol == 6 else (0, 0)
