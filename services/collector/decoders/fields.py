@@ -68,31 +68,60 @@ def since_uptime(uptime_ms: int, at_ms: int) -> float:
     return (delta - 0x100000000 if delta >= 0x80000000 else delta) / 1000.0
 
 
-def _uptime(value: int, h: Header) -> float:
+def _uptime(h: Header) -> Callable[[int], float]:
     if h.uptime_ms is not None:
-        return h.export_time - since_uptime(h.uptime_ms, value)
+        export, up = h.export_time, h.uptime_ms
+        return lambda v: export - since_uptime(up, v)
     if h.init_ms is not None:
-        return (h.init_ms + value) / 1000.0
-    return float(h.export_time)  # IPFIX uptime without a systemInitTime option: the export time is the best bound
+        init = h.init_ms
+        return lambda v: (init + v) / 1000.0
+    export_f = float(h.export_time)  # IPFIX uptime without a systemInitTime option: the export time is the best bound
+    return lambda _v: export_f
 
 
-def _ntp(value: int, _h: Header) -> float:
-    return (value >> 32) - NTP_EPOCH_OFFSET + (value & 0xFFFFFFFF) / 4294967296.0
+def _ntp(_h: Header) -> Callable[[int], float]:
+    return lambda v: (v >> 32) - NTP_EPOCH_OFFSET + (v & 0xFFFFFFFF) / 4294967296.0
 
 
-TIME_FORMS: dict[str, Callable[[int, Header], float]] = {
-    "s": lambda v, _h: float(v),
-    "ms": lambda v, _h: v / 1000.0,
+def _delta_us(h: Header) -> Callable[[int], float]:
+    export = h.export_time
+    return lambda v: export - v / 1e6
+
+
+# Timestamp form -> converter for one packet's header (its export time and clocks bound once per data set).
+TIME_FORMS: dict[str, Callable[[Header], Callable[[int], float]]] = {
+    "s": lambda _h: float,
+    "ms": lambda _h: lambda v: v / 1000.0,
     "ntp": _ntp,
     "uptime": _uptime,
-    "delta_us": lambda v, h: h.export_time - v / 1e6,
+    "delta_us": _delta_us,
 }
 
 
 def flow_id(exporter: str, src: str, sport: int, dst: str, dport: int, proto: int, start: float) -> str:
     """Deterministic: the same flow exported twice (a retransmission, a replayed capture) has the same id."""
-    key = f"{exporter}|{src}|{sport}|{dst}|{dport}|{proto}|{start:.3f}".encode()
+    key = f"{exporter}|{src}|{sport}|{dst}|{dport}|{proto}|{round(start * 1000)}".encode()
     return hashlib.blake2b(key, digest_size=10).hexdigest()
+
+
+class AddressText:
+    """Address bytes -> text, memoised: a busy exporter repeats the same few thousand hosts, and a dict hit
+    costs a fraction of inet_ntop. Cleared when large, so hostile traffic cannot grow it without bound."""
+
+    def __init__(self, limit: int = 65536) -> None:
+        self.limit = limit
+        self.memo: dict[bytes, str] = {}
+
+    def __call__(self, raw: bytes) -> str:
+        text = self.memo.get(raw)
+        if text is None:
+            if len(self.memo) >= self.limit:
+                self.memo.clear()
+            text = self.memo[raw] = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+        return text
+
+
+ADDRESS_TEXT = AddressText()
 
 
 @dataclass(slots=True)
@@ -156,63 +185,75 @@ def plan_record(fields: list[FieldSpec]) -> RecordPlan:
     return plan
 
 
-Builder = Callable[[tuple[Any, ...], Header, int], Flow]
+Builder = Callable[[list[tuple[Any, ...]], Header, "int | list[int]"], list[Flow]]
+ZERO4 = b"\0\0\0\0"
 
 
 def make_builder(plan: RecordPlan) -> Builder:
-    """A function (values, header, sampling interval) -> Flow for one template; indexes resolved up front."""
+    """A function (records of one data set, header, sampling interval(s)) -> Flows for one template, with
+    every index resolved up front and the loop's names bound locally (this loop is the decoder's hot path)."""
     ix = plan.index.get
     i_src4, i_dst4, i_src6, i_dst6 = ix("src4", -1), ix("dst4", -1), ix("src6", -1), ix("dst6", -1)
     i_sport, i_dport, i_proto, i_icmp = ix("src_port", -1), ix("dst_port", -1), ix("protocol", -1), ix("icmp", -1)
     i_bytes, i_pkts, i_rbytes, i_rpkts = ix("bytes", -1), ix("packets", -1), ix("bytes_rev", -1), ix("packets_rev", -1)
     i_flags, i_rflags = ix("tcp_flags", -1), ix("tcp_flags_rev", -1)
-    start_i, start_conv = (plan.start[0], TIME_FORMS[plan.start[1]]) if plan.start else (-1, None)
-    end_i, end_conv = (plan.end[0], TIME_FORMS[plan.end[1]]) if plan.end else (-1, None)
-    ntop = socket.inet_ntop
-    v4, v6 = socket.AF_INET, socket.AF_INET6
+    start_i, start_form = plan.start if plan.start else (-1, "")
+    end_i, end_form = plan.end if plan.end else (-1, "")
 
-    def build(t: tuple[Any, ...], h: Header, sampling: int) -> Flow:
-        src = dst = ""
-        if i_src4 >= 0 and t[i_src4] != b"\0\0\0\0":
-            src = ntop(v4, t[i_src4])
-        elif i_src6 >= 0:
-            src = ntop(v6, t[i_src6])
-        if i_dst4 >= 0 and (t[i_dst4] != b"\0\0\0\0" or i_dst6 < 0):
-            dst = ntop(v4, t[i_dst4])
-        elif i_dst6 >= 0:
-            dst = ntop(v6, t[i_dst6])
-        if not src and i_src4 >= 0:
-            src = "0.0.0.0"
-        sport = t[i_sport] if i_sport >= 0 else 0
-        dport = t[i_dport] if i_dport >= 0 else 0
-        proto = t[i_proto] if i_proto >= 0 else 0
-        if i_icmp >= 0 and proto in (1, 58) and not dport:
-            dport = t[i_icmp] & 0xFFFF  # the usual convention (nfdump, goflow2): ICMP type and code in the port
-        first = start_conv(t[start_i], h) if start_conv else float(h.export_time)
-        last = end_conv(t[end_i], h) if end_conv else first
-        if last < first:  # seen from softflowd and others: an end before the start; keep the flow, order the times
-            last = first
-        return {
-            "flow_id": flow_id(h.exporter, src, sport, dst, dport, proto, first),
-            "exporter": h.exporter,
-            "first_seen": first,
-            "last_seen": last,
-            "src_addr": src,
-            "dst_addr": dst,
-            "src_port": sport,
-            "dst_port": dport,
-            "protocol": proto,
-            "bytes": (t[i_bytes] if i_bytes >= 0 else 0) * sampling,
-            "packets": (t[i_pkts] if i_pkts >= 0 else 0) * sampling,
-            "bytes_rev": (t[i_rbytes] if i_rbytes >= 0 else 0) * sampling,
-            "packets_rev": (t[i_rpkts] if i_rpkts >= 0 else 0) * sampling,
-            "tcp_flags": (t[i_flags] & 0xFF) if i_flags >= 0 else 0,
-            "tcp_flags_rev": (t[i_rflags] & 0xFF) if i_rflags >= 0 else 0,
-            "sampling_interval": sampling,
-            "label": None,
-            "attack_type": None,
-            "capture": None,
-        }
+    def build(rows: list[tuple[Any, ...]], h: Header, sampling: int | list[int]) -> list[Flow]:
+        text, exporter, blake = ADDRESS_TEXT, h.exporter, hashlib.blake2b
+        start_conv = TIME_FORMS[start_form](h) if start_i >= 0 else None
+        end_conv = TIME_FORMS[end_form](h) if end_i >= 0 else None
+        export = float(h.export_time)
+        samplings = sampling if isinstance(sampling, list) else None
+        rate = 1 if samplings else sampling
+        flows = []
+        for n, t in enumerate(rows):
+            if samplings:
+                rate = samplings[n]
+            src = dst = ""
+            if i_src4 >= 0 and (t[i_src4] != ZERO4 or i_src6 < 0):
+                src = text(t[i_src4])
+            elif i_src6 >= 0:
+                src = text(t[i_src6])
+            if i_dst4 >= 0 and (t[i_dst4] != ZERO4 or i_dst6 < 0):
+                dst = text(t[i_dst4])
+            elif i_dst6 >= 0:
+                dst = text(t[i_dst6])
+            sport = t[i_sport] if i_sport >= 0 else 0
+            dport = t[i_dport] if i_dport >= 0 else 0
+            proto = t[i_proto] if i_proto >= 0 else 0
+            if i_icmp >= 0 and not dport and proto in (1, 58):
+                dport = t[i_icmp] & 0xFFFF  # the usual convention (nfdump, goflow2): ICMP type and code in the port
+            first = start_conv(t[start_i]) if start_conv else export
+            last = end_conv(t[end_i]) if end_conv else first
+            if last < first:  # seen from softflowd and others: an end before the start; keep it, order the times
+                last = first
+            key = f"{exporter}|{src}|{sport}|{dst}|{dport}|{proto}|{round(first * 1000)}".encode()
+            flows.append(
+                {
+                    "flow_id": blake(key, digest_size=10).hexdigest(),  # flow_id(), inlined
+                    "exporter": exporter,
+                    "first_seen": first,
+                    "last_seen": last,
+                    "src_addr": src,
+                    "dst_addr": dst,
+                    "src_port": sport,
+                    "dst_port": dport,
+                    "protocol": proto,
+                    "bytes": (t[i_bytes] if i_bytes >= 0 else 0) * rate,
+                    "packets": (t[i_pkts] if i_pkts >= 0 else 0) * rate,
+                    "bytes_rev": (t[i_rbytes] if i_rbytes >= 0 else 0) * rate,
+                    "packets_rev": (t[i_rpkts] if i_rpkts >= 0 else 0) * rate,
+                    "tcp_flags": (t[i_flags] & 0xFF) if i_flags >= 0 else 0,
+                    "tcp_flags_rev": (t[i_rflags] & 0xFF) if i_rflags >= 0 else 0,
+                    "sampling_interval": rate,
+                    "label": None,
+                    "attack_type": None,
+                    "capture": None,
+                }
+            )
+        return flows
 
     return build
 

@@ -63,10 +63,15 @@ def _templates(h: Header, body: memoryview, cache: TemplateCache, now: float, ou
             continue
         if template_id < 256:
             raise DecodeError("bad_template", f"template id {template_id} is below 256")
+        known = cache.refresh(h, template_id, body, off, now, out)
+        if known >= 0:
+            off = known
+            continue
         if len(body) - off < head:
             raise DecodeError("truncated_template", f"options template {template_id} header cut")
         scope = struct.unpack_from(">H", body, off + 4)[0] if options else 0
         if options and not 0 < scope <= count:
             raise DecodeError("bad_template", f"options template {template_id}: scope count {scope} of {count}")
-        fields, off = _fields(body, off + head, count)
-        cache.learn_fields(h, template_id, fields, scope, now, out)
+        fields, end = _fields(body, off + head, count)
+        cache.learn_fields(h, template_id, fields, scope, bytes(body[off:end]), now, out)
+        off = end

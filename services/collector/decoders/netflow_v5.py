@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import struct
 
 from services.collector.decoders.errors import DecodeError
-from services.collector.decoders.fields import Flow, flow_id, since_uptime
+from services.collector.decoders.fields import ADDRESS_TEXT, Flow, flow_id, since_uptime
 
 HEADER = struct.Struct(">HHIIIIBBH")  # version, count, uptime, secs, nsecs, sequence, engine type/id, sampling
 # src, dst, nexthop, in/out ifindex, packets, bytes, first, last, ports, pad, flags, proto, tos, AS, masks, pad
@@ -27,7 +26,7 @@ def decode_v5(data: bytes, exporter: str) -> list[Flow]:
         raise DecodeError("truncated", f"{count} records need {need} bytes, got {len(data)}")
     interval = sampling & 0x3FFF or 1  # top two bits: sampling mode; the rest: 1 in N
     export = secs + nsecs / 1e9
-    ntoa = socket.inet_ntoa
+    ntoa = ADDRESS_TEXT
     flows = []
     for rec in RECORD.iter_unpack(data[HEADER.size : need]):
         src, dst, _inif, _outif, pkts, octets, first, last, sport, dport, flags, proto, _tos, _sm, _dm = rec

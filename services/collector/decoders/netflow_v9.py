@@ -47,9 +47,14 @@ def _templates(h: Header, body: memoryview, cache: TemplateCache, now: float, ou
             break
         if template_id < 256:
             raise DecodeError("bad_template", f"template id {template_id} is below 256")
+        known = cache.refresh(h, template_id, body, off, now, out)
+        if known >= 0:
+            off = known
+            continue
         fields = _fields(body, off + 4, count)
-        off += 4 + 4 * count
-        cache.learn_fields(h, template_id, fields, 0, now, out)
+        end = off + 4 + 4 * count
+        cache.learn_fields(h, template_id, fields, 0, bytes(body[off:end]), now, out)
+        off = end
 
 
 def _options_templates(h: Header, body: memoryview, cache: TemplateCache, now: float, out: SetOutcome) -> None:
@@ -58,6 +63,10 @@ def _options_templates(h: Header, body: memoryview, cache: TemplateCache, now: f
         template_id, scope_len, option_len = struct.unpack_from(">HHH", body, off)
         if template_id < 256:  # the rest is padding (or garbage an exporter left): nothing more to learn
             break
+        known = cache.refresh(h, template_id, body, off, now, out)
+        if known >= 0:
+            off = known
+            continue
         if scope_len % 4 or option_len % 4:
             raise DecodeError("bad_template", f"options template {template_id}: lengths {scope_len}/{option_len}")
         n_scope, n_option = scope_len // 4, option_len // 4
@@ -65,5 +74,6 @@ def _options_templates(h: Header, body: memoryview, cache: TemplateCache, now: f
         # scope readable as ingressInterface (10), the key interface names are kept under.
         scopes = [FieldSpec(10 if f.ie == 2 else 0x7F00 + f.ie, f.length) for f in _fields(body, off + 6, n_scope)]
         options = _fields(body, off + 6 + scope_len, n_option)
-        off += 6 + scope_len + option_len
-        cache.learn_fields(h, template_id, scopes + options, max(1, n_scope), now, out)
+        end = off + 6 + scope_len + option_len
+        cache.learn_fields(h, template_id, scopes + options, max(1, n_scope), bytes(body[off:end]), now, out)
+        off = end

@@ -45,6 +45,7 @@ class Template:
     sampling_index: int
     sampler_index: int
     updated: float = 0.0
+    raw: bytes = b""  # the template record as sent: a re-sent, unchanged template is recognised by these bytes
 
     @property
     def is_options(self) -> bool:
@@ -246,16 +247,23 @@ class TemplateCache:
             st = self.exporters[key] = ExporterState()
         return st
 
-    def learn_fields(
-        self, h: Header, template_id: int, fields: list[FieldSpec], scope_count: int, now: float, out: SetOutcome
-    ) -> None:
-        """Cache a template; one the exporter re-sends unchanged (most do, every few packets) is only refreshed,
-        not compiled again."""
+    def refresh(self, h: Header, template_id: int, body: memoryview, off: int, now: float, out: SetOutcome) -> int:
+        """Most exporters re-send every template every few packets: when the record at `off` is byte for
+        byte the cached one, refresh it and return the offset after it, skipping parsing; else -1."""
         cached = self.templates.get((h.exporter, h.domain, template_id))
-        if cached is not None and cached.scope_count == scope_count and cached.fields == fields:
-            self.learn(h, cached, now, out)
-        else:
-            self.learn(h, compile_template(template_id, fields, scope_count), now, out)
+        if cached is None or not cached.raw or body[off : off + len(cached.raw)] != cached.raw:
+            return -1
+        self.learn(h, cached, now, out)
+        return off + len(cached.raw)
+
+    def learn_fields(
+        self, h: Header, template_id: int, fields: list[FieldSpec], scope_count: int, raw: bytes, now: float,
+        out: SetOutcome,
+    ) -> None:  # fmt: skip
+        """Compile and cache a template sent as `raw`."""
+        template = compile_template(template_id, fields, scope_count)
+        template.raw = raw
+        self.learn(h, template, now, out)
 
     def learn(self, h: Header, template: Template, now: float, out: SetOutcome) -> None:
         """Cache a template and decode what was held for it."""
@@ -314,10 +322,9 @@ class TemplateCache:
         build = t.build
         assert build is not None
         if t.sampling_index < 0 and t.sampler_index < 0:
-            sampling = st.sampling_default or 1
-            out.flows.extend([build(row, h, sampling) for row in rows])
+            out.flows.extend(build(rows, h, st.sampling_default or 1))
         else:
-            out.flows.extend([build(row, h, st.sampling_for(row, t)) for row in rows])
+            out.flows.extend(build(rows, h, [st.sampling_for(row, t) for row in rows]))
         out.per_template[t.template_id] = out.per_template.get(t.template_id, 0) + len(rows)
 
     def _hold(self, key: TemplateKey, held: Held, out: SetOutcome) -> None:
