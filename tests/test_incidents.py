@@ -83,3 +83,11 @@ def test_an_incident_stored_before_digests_existed_still_works() -> None:
     del incident["last_sent"]
     _, send = apply_anomaly(incident, anomaly(4000), gap_seconds=600_000, digest_seconds=3600)
     assert send
+
+
+def test_early_and_closed_emissions_of_one_window_count_once_but_can_escalate() -> None:
+    early = anomaly(0, "low")
+    early["score"]["window_id"] += "#50"
+    incident, _ = apply_anomaly(None, early, gap_seconds=600)
+    closed, send = apply_anomaly(incident, anomaly(0, "high"), gap_seconds=600)
+    assert closed["anomaly_count"] == 1 and closed["severity"] == "high" and send

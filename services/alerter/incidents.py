@@ -54,7 +54,10 @@ def apply_anomaly(
         incident = new_incident(anomaly)
     before = incident["severity"] if incident["anomaly_count"] else None
     incident = dict(incident)
-    incident["anomaly_count"] += 1
+    # An early emission and the closed window are one window: count it once, keep the worst of both.
+    window = s["window_id"].split("#")[0]
+    if all(w.split("#")[0] != window for w in incident["window_ids"]):
+        incident["anomaly_count"] += 1
     incident["first_seen"] = min(incident["first_seen"], s["window_start"])
     incident["last_seen"] = max(incident["last_seen"], s["window_end"])
     incident["peak_score"] = max(incident["peak_score"], peak_ratio(anomaly))
