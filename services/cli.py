@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scorer": ("services.scorer.service", "run the scorer: host windows -> scores and anomalies"),
     "alerter": ("services.alerter.service", "run the alerter: anomalies -> incidents -> sinks"),
     "train": ("training.train_cli", "train and export the autoencoder and the LSTM"),
+    "compare": ("training.compare_cli", "train and evaluate every detector on leakage-free splits; write a report"),
+    "evaluate": ("training.evaluate_cli", "evaluate exported models and the rule IDS on labelled files; write a report"),
     "demo": ("services.demo", "run the whole pipeline on the bundled sample and print a summary"),
 }
 
