@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -134,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _forget(settings: Settings) -> None:
-    """Drop this run's Redis keys: the demo leaves no state behind."""
+    """Drop this run's Redis keys and the alerter's (drained) spool: the demo leaves no state behind."""
+    from services.alerter.service import spool_dir
+
+    shutil.rmtree(spool_dir(settings), ignore_errors=True)
     r = sync_redis(settings)
     keys = list(r.scan_iter(match=f"{settings.namespace}fs:*", count=1000))
     for i in range(0, len(keys), 500):
