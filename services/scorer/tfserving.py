@@ -29,6 +29,8 @@ OUTPUTS = ("score", "feature_error")
 # Rows per request: 1024 LSTM sequences of 8 x ~30 float32 stay near 1 MB, far below any message limit.
 REQUEST_ROWS = 1024
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+# gRPC's own reconnect backoff grows to 2 minutes by default: cap it so a restarted TF-Serving is found in seconds.
+RECONNECT_MAX_MS = 3000
 
 
 class ModelServerUnavailable(RuntimeError):
@@ -126,6 +128,7 @@ class GrpcBackend(TFServingBackend):
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
             ],
         )
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
