@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from training.datasets import rows
-from training.datasets.files import open_text
 from training.datasets.rows import Flow, Row, RowError
 
 if TYPE_CHECKING:
@@ -41,8 +40,7 @@ def sniff(head: list[str]) -> bool:
 
 def read(path: Path, stats: ReadStats) -> Iterator[Flow]:
     exporter, capture = f"replay:{path.name}", rows.capture_name(path)
-    with open_text(path) as fh:
-        delimiter = _delimiter(fh.readline(1 << 16))
+    delimiter = _delimiter(rows.first_line(path))
 
     def to_flow(row: Row, index: int) -> Flow:
         proto_name = rows.text(row, "proto").lower()

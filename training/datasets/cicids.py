@@ -54,13 +54,10 @@ def sniff(head: list[str]) -> bool:
 
 def read(path: Path, stats: ReadStats) -> Iterator[Flow]:
     exporter, capture = f"replay:{path.name}", rows.capture_name(path)
-    columns: dict[str, str | None] = {}
-    flag_columns: dict[str, int] = {}
+    col, flag_columns = _resolve(rows.header([rows.first_line(path)]), path)
+    used = {name for name in col.values() if name} | set(flag_columns)
 
     def to_flow(row: Row, index: int) -> Flow:
-        if not columns:  # first row: resolve the file's spellings once
-            _resolve(list(row), columns, flag_columns, path)
-        col = columns
         if col["src"] and col["dst"]:
             src, dst = rows.address(row, col["src"]), rows.address(row, col["dst"])
         else:
@@ -100,21 +97,23 @@ def read(path: Path, stats: ReadStats) -> Iterator[Flow]:
             attack_type=attack,
         )
 
-    yield from rows.read_rows(stats, "cicflowmeter", rows.dict_rows(path), to_flow)
+    yield from rows.read_rows(stats, "cicflowmeter", rows.dict_rows(path, only=used), to_flow)
 
 
-def _resolve(names: list[str], columns: dict[str, str | None], flag_columns: dict[str, int], path: Path) -> None:
-    for key, aliases in ALIASES.items():
-        columns[key] = rows.pick(names, *aliases)
+def _resolve(names: list[str], path: Path) -> tuple[dict[str, str | None], dict[str, int]]:
+    """The file's spelling of each flow field, and its flag-count columns with the flag bit of each."""
+    columns = {key: rows.pick(names, *aliases) for key, aliases in ALIASES.items()}
     if not (columns["src"] and columns["dst"]) and not columns["time"]:
         raise UnusableFileError(
             f"{path}: CICFlowMeter file without addresses (Src IP, Dst IP) and without Timestamp: a feature matrix, "
             "not a flow log; nothing ties its rows to a host or a moment, so it cannot be replayed"
         )
+    flag_columns = {}
     for name in names:
         parts = name.split()
         if len(parts) == 3 and parts[1] == "flag" and parts[2] in ("count", "cnt") and parts[0] in FLAG_COUNTS:
             flag_columns[name] = FLAG_COUNTS[parts[0]]
+    return columns, flag_columns
 
 
 def _label(raw: str) -> tuple[str | None, str | None]:

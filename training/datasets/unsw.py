@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from training.datasets import rows
-from training.datasets.files import open_text
 from training.datasets.rows import Flow, Row, RowError, UnusableFileError
 
 if TYPE_CHECKING:
@@ -62,8 +61,7 @@ def _headerless(head: list[str]) -> bool:
 
 def read(path: Path, stats: ReadStats) -> Iterator[Flow]:
     exporter, capture = f"replay:{path.name}", rows.capture_name(path)
-    head = _first_line(path)
-    names = COLUMNS if _headerless([head]) else None
+    names = COLUMNS if _headerless([rows.first_line(path)]) else None
     checked: list[bool] = []
 
     def to_flow(row: Row, index: int) -> Flow:
@@ -104,11 +102,6 @@ def read(path: Path, stats: ReadStats) -> Iterator[Flow]:
         )
 
     yield from rows.read_rows(stats, "unsw-nb15", rows.dict_rows(path, fieldnames=names), to_flow)
-
-
-def _first_line(path: Path) -> str:
-    with open_text(path) as fh:
-        return fh.readline(1 << 16).rstrip("\r\n")
 
 
 def _check(columns: set[str], path: Path) -> None:
