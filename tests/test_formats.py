@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common import serde
 from services.common.stack import free_port
 from tests.paths import REPO, SHARED_DATA, needs_shared
 from training.datasets import READERS, ReadStats, UnknownFormatError, UnusableFileError, detect_format, read_flows
@@ -612,3 +613,14 @@ def test_damaged_rows_never_raise(tmp_path: Path, path: Path, fmt: str, _: str) 
             continue
         assert stats.rows >= stats.flows == len(flows)
         assert stats.rows - stats.flows == sum(stats.dropped.values())
+
+
+@pytest.mark.parametrize(("path", "fmt", "_"), EXCERPTS, ids=[p.name for p, _, _ in EXCERPTS])
+def test_flows_are_valid_flow_records(path: Path, fmt: str, _: str) -> None:
+    """What every reader yields round-trips through the Flow Avro schema the collector publishes with."""
+    flows, _stats = read(path)
+    assert flows
+    for flow in flows:
+        assert serde.decode_as(serde.encode("Flow", flow), "Flow") == flow
+        assert flow["label"] in (None, "benign", "malicious", "unknown")
+        assert flow["first_seen"] <= flow["last_seen"]
