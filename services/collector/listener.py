@@ -10,7 +10,6 @@ hash `<ns>fs:collector:stats`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import selectors
 import signal
 import socket
@@ -66,6 +65,7 @@ class Listener:
         self.redis = sync_redis(settings)
         self.stats_key = settings.key("collector", "stats")
         self.running = True
+        self.snmp_baseline: int | None = None  # UdpRcvbufErrors at start, where SO_RXQ_OVFL is unavailable
 
     def bind(self, addresses: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Open one socket per address; returns the bound (host, port)s (port 0 picks a free one)."""
@@ -74,9 +74,15 @@ class Listener:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
             if self.settings.collector_rcvbuf:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.settings.collector_rcvbuf)
-            with contextlib.suppress(OSError):  # not Linux: per-socket kernel drops stay unknown
+                set_rcvbuf(sock, self.settings.collector_rcvbuf)
+            try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+                self.stats.kernel_drops[sock.fileno()] = 0
+            except OSError:  # not Linux: fall back to the host-wide counter
+                self.snmp_baseline = udp_rcvbuf_errors()
+            # Several collector processes may share a port: the kernel hashes each exporter's address and port
+            # to one socket, so an exporter's templates and its data always reach the same process.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
             sock.setblocking(False)
             self.selector.register(sock, selectors.EVENT_READ)
@@ -159,9 +165,10 @@ class Listener:
         self.flush_stats()
 
     def kernel_drops(self) -> int:
-        if self.stats.kernel_drops:
-            return sum(self.stats.kernel_drops.values())
-        return udp_rcvbuf_errors()
+        """Datagrams the kernel dropped on our sockets (SO_RXQ_OVFL), else the host's count since we started."""
+        if self.snmp_baseline is not None:
+            return udp_rcvbuf_errors() - self.snmp_baseline
+        return sum(self.stats.kernel_drops.values())
 
     def flush_stats(self) -> None:
         """Publish counters to Redis: flows_published grows by what was published since the last flush."""
@@ -188,6 +195,17 @@ class Listener:
         self.publisher.close()
         self.flush_stats()
         self.redis.close()
+
+
+def set_rcvbuf(sock: socket.socket, size: int) -> int:
+    """Ask for `size` bytes of receive buffer. SO_RCVBUF is capped by net.core.rmem_max (often 208 KiB, a
+    fraction of a second of a busy exporter); with CAP_NET_ADMIN, SO_RCVBUFFORCE is not. Returns what the
+    kernel granted (Linux reports twice the request: it counts its bookkeeping)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
 def udp_rcvbuf_errors(path: Path = Path("/proc/net/snmp")) -> int:
