@@ -26,8 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from services import runner
 from services.common import serde
+from services.common.settings import Settings
 from services.common.stack import free_port
+from tests.conftest import RunService
 from tests.paths import REPO, SHARED_DATA, needs_shared
 from training.datasets import READERS, ReadStats, UnknownFormatError, UnusableFileError, detect_format, read_flows
 from training.datasets import rows as rowlib
@@ -624,3 +627,17 @@ def test_flows_are_valid_flow_records(path: Path, fmt: str, _: str) -> None:
         assert serde.decode_as(serde.encode("Flow", flow), "Flow") == flow
         assert flow["label"] in (None, "benign", "malicious", "unknown")
         assert flow["first_seen"] <= flow["last_seen"]
+
+
+def test_replay_publishes_every_format(settings: Settings, run_service: RunService, tmp_path: Path) -> None:
+    """`flowsentinel replay` on one excerpt of each format at once: every flow the readers yield reaches
+    the flows topic of the real broker, labels included."""
+    files = [path for path, _, _ in EXCERPTS]
+    expected = [flow for path in files for flow in read(path)[0]]
+    with run_service(settings, "replay", *map(str, files)) as replay:
+        assert replay.wait(120) == 0
+    published = runner.read_topic(settings, "flows", "Flow")
+    assert len(published) == len(expected)
+    assert Counter((f["capture"], f["label"]) for f in published) == Counter(
+        (f["capture"], f["label"]) for f in expected
+    )
