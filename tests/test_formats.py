@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -400,14 +401,23 @@ def netflow_tools() -> None:
         pytest.skip(f"{', '.join(missing)} not installed (Debian packages softflowd, nfdump)")
 
 
-def wait_until_bound(port: int) -> None:
-    """Until a UDP socket is bound to 127.0.0.1:port (read from /proc: probing by binding would race nfcapd)."""
+def udp_socket_state(port: int) -> int | None:
+    """Bytes waiting in the receive queue of the UDP socket bound to 127.0.0.1:port (None: nothing bound),
+    from /proc: probing by binding would race nfcapd."""
     local = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
     for _ in range(400):
-        if any(line.split()[1] == local for line in Path("/proc/net/udp").read_text().splitlines()[1:]):
+        if condition():
             return
         time.sleep(0.05)
-    pytest.fail(f"nfcapd did not bind 127.0.0.1:{port}")
+    pytest.fail(f"timed out waiting for {what}")
 
 
 @needs_shared
@@ -422,7 +432,7 @@ def test_nfdump_csv_made_from_real_pcap(tmp_path: Path, netflow_tools: None) -> 
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until_bound(port)
+        wait_for(lambda: udp_socket_state(port) is not None, f"nfcapd to bind 127.0.0.1:{port}")
         pcap = SHARED_DATA / "pcaps" / "malicious-ssh-bruteforce.pcap"
         cmd = [
             "softflowd",
@@ -440,6 +450,8 @@ def test_nfdump_csv_made_from_real_pcap(tmp_path: Path, netflow_tools: None) -> 
             "none",
         ]
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        # softflowd has sent everything; nfcapd must read it all before it is stopped.
+        wait_for(lambda: udp_socket_state(port) == 0, "nfcapd to read the export")
     finally:
         collector.send_signal(signal.SIGTERM)  # nfcapd writes its file when told to stop
         collector.wait(timeout=30)
