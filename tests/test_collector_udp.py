@@ -117,6 +117,7 @@ def flow_tools() -> None:
     missing = [t for t in ("softflowd", "nfcapd", "nfdump") if not shutil.which(t)]
     if missing and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
         subprocess.run(["apt-get", "install", "-y", "-qq", "softflowd", "nfdump"], check=True, env=env, timeout=600)
         missing = [t for t in ("softflowd", "nfcapd", "nfdump") if not shutil.which(t)]
     if missing:

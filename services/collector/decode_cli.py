@@ -83,12 +83,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(flow, separators=(",", ":")))
 
     reports, _ = decode_files(args.files, args.exporter, emit if args.json else None)
-    console = Console(file=sys.stderr if args.json else sys.stdout)
+    out = sys.stderr if args.json else sys.stdout
+    console = Console(file=out, width=None if out.isatty() else 200)  # piped: keep rows whole for grep
     table = Table("file", "datagrams", "flows", "options", "templates", "exporter/version/template: flows", "errors")
     for r in reports:
         sources = ", ".join(f"{e} v{v}" + (f" t{t}" if t else "") + f": {n}" for (e, v, t), n in r.by_source.items())
         errors = ", ".join(f"{reason}: {n}" for reason, n in r.errors.items())
-        table.add_row(str(r.path), str(r.datagrams), str(r.flows), str(r.options), str(r.templates), sources, errors)
+        table.add_row(r.path.name, str(r.datagrams), str(r.flows), str(r.options), str(r.templates), sources, errors)
     console.print(table)
     total, bad = sum(r.flows for r in reports), sum(sum(r.errors.values()) for r in reports)
     console.print(f"{total} flows from {len(reports)} files; {bad} errors")
