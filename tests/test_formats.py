@@ -118,6 +118,35 @@ def test_nf_v2_excerpt() -> None:
     )
 
 
+def test_nf_v3_times(tmp_path: Path) -> None:
+    """NF-v3 adds FLOW_START_MILLISECONDS / FLOW_END_MILLISECONDS: the v2 excerpt's rows with those two
+    columns added (start 1 s apart from 2024-01-01, end = start + DURATION_IN) take their times from them."""
+    raw = raw_rows(NF)
+    base_ms = 1_704_067_200_000
+    path = tmp_path / "nf-v3.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, [*raw[0], "FLOW_START_MILLISECONDS", "FLOW_END_MILLISECONDS"])
+        writer.writeheader()
+        for i, row in enumerate(raw):
+            start = base_ms + 1000 * i
+            writer.writerow(
+                {**row, "FLOW_START_MILLISECONDS": start, "FLOW_END_MILLISECONDS": start + int(row["DURATION_IN"])}
+            )
+    flows, stats = read(path)
+    assert stats.flows == 50 and not stats.notes and not stats.dropped
+    for i, (flow, row) in enumerate(zip(flows, raw, strict=True)):
+        assert flow["first_seen"] == (base_ms + 1000 * i) / 1000
+        assert flow["last_seen"] == pytest.approx(flow["first_seen"] + int(row["DURATION_IN"]) / 1000)
+
+
+def test_repeated_header_is_not_a_row(tmp_path: Path) -> None:
+    text = read_text(CIC)
+    header, *body = text.splitlines(keepends=True)
+    path = write_text(tmp_path / "concatenated.csv", header + "".join(body[:10]) + header + "".join(body[10:]))
+    flows, stats = read(path)
+    assert stats.rows == stats.flows == 50 and not stats.dropped
+
+
 def test_cicflowmeter_improved_excerpt() -> None:
     flows, stats = read(CIC)
     raw = raw_rows(CIC)

@@ -5,8 +5,10 @@ Engelen et al. ('Src IP', 'Total Fwd Packet').
 Fwd is src -> dst. 'Total Length of Fwd Packets' counts payload bytes, not IP bytes (CICFlowMeter's
 definition); Flow Duration is in microseconds. The flag counts cover both directions, so their union
 goes in tcp_flags and tcp_flags_rev stays 0. Timestamps come in several formats (see rows.TIME_FORMATS),
-without a zone: taken as UTC. Files without addresses (MachineLearningCVE, most 2018 days) get
-placeholder addresses (noted); files without addresses or times are refused.
+without a zone: taken as UTC. The original CIC-IDS2017 CSVs write afternoon times on a 12-hour clock
+without AM/PM ('3/7/2017 1:05' for 13:05); nothing in a row tells them apart, so they are read as
+written. Files without addresses (most CSE-CIC-IDS2018 days) get placeholder addresses (noted); files
+without addresses or times (the MachineLearningCVE CSVs) are refused.
 """
 
 from __future__ import annotations

@@ -132,6 +132,8 @@ def dict_rows(
             if names is None:
                 names = [norm(v) for v in values]
                 continue
+            if len(values) == len(names) and norm(values[0]) == names[0] and [norm(v) for v in values] == names:
+                continue  # the header again: concatenated exports, CSE-CIC-IDS2018 days; not a row
             if picked is None:
                 picked = [(name, i) for i, name in enumerate(names) if only is None or name in only]
             yield {name: values[i] for name, i in picked} if len(values) == len(names) else None
