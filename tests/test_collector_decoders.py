@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from services.collector.capture import read_datagrams
 from services.collector.decoders import DecodeError, PacketDecoder
 from services.collector.decoders.templates import TemplateCache
+from services.common import serde
 from tests.paths import REPO
 
 EXPORT = 1_700_000_000
@@ -109,6 +110,17 @@ def test_options_sampling_scales_counters_and_second_and_ntp_times() -> None:
     assert (flow["first_seen"], flow["last_seen"]) == (EXPORT - 10, EXPORT + 0.5)
 
 
+def test_hostile_field_widths_still_fit_the_flow_schema() -> None:
+    """A template may give any IE any length: 8-byte ports and protocol, a 2**32-1 sampling interval and
+    2**64-1 counters come out within the Flow schema's int and long."""
+    tpl = template(302, [(8, 4, 0), (12, 4, 0), (7, 8, 0), (4, 8, 0), (1, 8, 0), (34, 4, 0)])
+    rec = IP("10.0.0.1") + IP("10.0.0.2") + struct.pack(">QQQI", 2**40 + 80, 2**63 + 6, 2**64 - 1, 2**32 - 1)
+    [flow] = PacketDecoder().decode(ipfix(ipfix_set(2, tpl), ipfix_set(302, rec)), "e", 0.0).flows
+    got = (flow["src_port"], flow["protocol"], flow["bytes"], flow["sampling_interval"])
+    assert got == (80, 6, 2**63 - 1, 2**31 - 1)
+    serde.encode("Flow", flow)
+
+
 def test_v9_uptime_times_and_bad_headers() -> None:
     d = PacketDecoder()
     tpl = struct.pack(">HH", 260, 5) + struct.pack(">HHHHHHHHHH", 8, 4, 12, 4, 1, 4, 22, 4, 21, 4)
@@ -139,11 +151,15 @@ FUZZ = settings(max_examples=400, derandomize=True, database=None, deadline=None
 
 
 def _decode_all(decoder: PacketDecoder, packets: list[bytes]) -> None:
+    """Every packet decodes or raises DecodeError, and every flow it yields fits the Flow schema."""
     for i, pkt in enumerate(packets):
         try:
-            decoder.decode(pkt, "fuzz", float(i))
+            flows = decoder.decode(pkt, "fuzz", float(i)).flows
         except DecodeError as exc:
             assert exc.reason
+            continue
+        for flow in flows:
+            serde.encode("Flow", flow)
 
 
 @FUZZ

@@ -129,7 +129,11 @@ class Listener:
         for gone in result.undecodable:
             self._undecodable(gone)
         if result.flows:
-            n = self.publisher.publish(result.flows)
+            try:
+                n = self.publisher.publish(result.flows)
+            except (ValueError, TypeError, OverflowError) as exc:  # a Flow the schema refuses: a decoder bug
+                self._dead_letter(exporter, "unpublishable", data, str(exc))
+                return
             self.stats.flows += n
             self.stats.unflushed_flows += n
             metrics.FLOWS_PUBLISHED.labels("udp").inc(n)

@@ -187,6 +187,8 @@ def plan_record(fields: list[FieldSpec]) -> RecordPlan:
 
 Builder = Callable[[list[tuple[Any, ...]], Header, "int | list[int]"], list[Flow]]
 ZERO4 = b"\0\0\0\0"
+LONG_MAX = (1 << 63) - 1  # Avro long
+INT_MAX = (1 << 31) - 1  # Avro int
 
 
 def make_builder(plan: RecordPlan) -> Builder:
@@ -220,15 +222,24 @@ def make_builder(plan: RecordPlan) -> Builder:
                 dst = text(t[i_dst4])
             elif i_dst6 >= 0:
                 dst = text(t[i_dst6])
-            sport = t[i_sport] if i_sport >= 0 else 0
-            dport = t[i_dport] if i_dport >= 0 else 0
-            proto = t[i_proto] if i_proto >= 0 else 0
+            # Masked to their protocol widths: a template may give any field any length, and the Flow schema's
+            # ints must hold what the decoder emits (a hostile template must not crash the publisher).
+            sport = t[i_sport] & 0xFFFF if i_sport >= 0 else 0
+            dport = t[i_dport] & 0xFFFF if i_dport >= 0 else 0
+            proto = t[i_proto] & 0xFF if i_proto >= 0 else 0
             if i_icmp >= 0 and not dport and proto in (1, 58):
                 dport = t[i_icmp] & 0xFFFF  # the usual convention (nfdump, goflow2): ICMP type and code in the port
             first = start_conv(t[start_i]) if start_conv else export
             last = end_conv(t[end_i]) if end_conv else first
             if last < first:  # seen from softflowd and others: an end before the start; keep it, order the times
                 last = first
+            n_bytes = (t[i_bytes] if i_bytes >= 0 else 0) * rate
+            n_pkts = (t[i_pkts] if i_pkts >= 0 else 0) * rate
+            r_bytes = (t[i_rbytes] if i_rbytes >= 0 else 0) * rate
+            r_pkts = (t[i_rpkts] if i_rpkts >= 0 else 0) * rate
+            if n_bytes > LONG_MAX or n_pkts > LONG_MAX or r_bytes > LONG_MAX or r_pkts > LONG_MAX:
+                n_bytes, n_pkts = min(n_bytes, LONG_MAX), min(n_pkts, LONG_MAX)  # unsigned 64-bit counters
+                r_bytes, r_pkts = min(r_bytes, LONG_MAX), min(r_pkts, LONG_MAX)
             key = f"{exporter}|{src}|{sport}|{dst}|{dport}|{proto}|{round(first * 1000)}".encode()
             flows.append(
                 {
@@ -241,10 +252,10 @@ def make_builder(plan: RecordPlan) -> Builder:
                     "src_port": sport,
                     "dst_port": dport,
                     "protocol": proto,
-                    "bytes": (t[i_bytes] if i_bytes >= 0 else 0) * rate,
-                    "packets": (t[i_pkts] if i_pkts >= 0 else 0) * rate,
-                    "bytes_rev": (t[i_rbytes] if i_rbytes >= 0 else 0) * rate,
-                    "packets_rev": (t[i_rpkts] if i_rpkts >= 0 else 0) * rate,
+                    "bytes": n_bytes,
+                    "packets": n_pkts,
+                    "bytes_rev": r_bytes,
+                    "packets_rev": r_pkts,
                     "tcp_flags": (t[i_flags] & 0xFF) if i_flags >= 0 else 0,
                     "tcp_flags_rev": (t[i_rflags] & 0xFF) if i_rflags >= 0 else 0,
                     "sampling_interval": rate,

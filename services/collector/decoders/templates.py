@@ -19,6 +19,7 @@ from typing import Any
 from services.collector.decoders.errors import DecodeError
 from services.collector.decoders.fields import (
     INT_CODES,
+    INT_MAX,
     Builder,
     FieldSpec,
     Flow,
@@ -168,7 +169,7 @@ class ExporterState:
 
     def sampling_for(self, values: tuple[Any, ...], t: Template) -> int:
         if t.sampling_index >= 0 and values[t.sampling_index] > 0:
-            return int(values[t.sampling_index])
+            return min(int(values[t.sampling_index]), INT_MAX)
         if t.sampler_index >= 0:
             interval = self.samplers.get(values[t.sampler_index])
             if interval:
@@ -177,7 +178,12 @@ class ExporterState:
 
 
 def _sampling_interval(record: dict[int, int | str]) -> int:
-    """1 in N from whichever sampling IEs the option record carries (RFC 7270 and NetFlow v9 forms)."""
+    """1 in N from whichever sampling IEs the option record carries (RFC 7270 and NetFlow v9 forms), at
+    most what the Flow schema's int holds."""
+    return min(_announced_interval(record), INT_MAX)
+
+
+def _announced_interval(record: dict[int, int | str]) -> int:
     for ie in (34, 50):  # samplingInterval, samplerRandomInterval
         value = record.get(ie)
         if isinstance(value, int) and value > 0:
