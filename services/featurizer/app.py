@@ -27,6 +27,7 @@ def build_app(settings: Settings) -> faust.App:
         settings.group("featurizer"),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=str(settings.run_dir / "faust"),  # Faust's own files stay in the run folder, not the cwd
         web_enabled=False,
         topic_disable_leader=True,
         broker_session_timeout=settings.session_timeout_s,
