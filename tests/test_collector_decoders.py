@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -199,3 +200,30 @@ def test_every_truncation_of_real_packets_is_an_error_or_fewer_flows() -> None:
         for cut in range(0, len(pkt), max(1, len(pkt) // 40)):
             with pytest.raises(DecodeError):
                 PacketDecoder().decode(pkt[:cut], "e", 0.0)
+
+
+def _as_pcapng(pcap: bytes) -> bytes:
+    """The same frames as a pcapng file: section header, one interface, an enhanced packet block each."""
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    linktype = struct.unpack_from("<I", pcap, 20)[0]
+    out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)) + block(1, struct.pack("<HHI", linktype, 0, 0))
+    off = 24
+    while off + 16 <= len(pcap):
+        incl = struct.unpack_from("<I", pcap, off + 8)[0]
+        frame = pcap[off + 16 : off + 16 + incl]
+        out += block(6, struct.pack("<IIIII", 0, 0, 0, incl, incl) + frame)
+        off += 16 + incl
+    return out
+
+
+def test_pcapng_gives_the_same_datagrams_as_pcap(tmp_path: Path) -> None:
+    pcap = REPO / "tests/vectors/pmacct-test-automation/100-IPFIXv10-CISCO/traffic-00.pcap"
+    ng = tmp_path / "traffic.pcapng"
+    ng.write_bytes(_as_pcapng(pcap.read_bytes()))
+    expected = [(d.exporter, d.payload) for d in read_datagrams(pcap, "raw")]
+    assert len(expected) == 6
+    assert [(d.exporter, d.payload) for d in read_datagrams(ng, "raw")] == expected
