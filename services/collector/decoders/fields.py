@@ -55,6 +55,7 @@ class Header:
     """What a data record needs from its packet: exporter, export time and (v9) the uptime clock."""
 
     exporter: str
+    version: int  # 9 or 10: a v9 source id and an IPFIX observation domain of one exporter are kept apart
     domain: int
     export_time: int  # Unix seconds in the packet header
     uptime_ms: int | None = None  # v9 sysUpTime; None in IPFIX

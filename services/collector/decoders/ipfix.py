@@ -22,7 +22,7 @@ def decode_ipfix(data: bytes, exporter: str, cache: TemplateCache, now: float) -
         raise DecodeError("bad_version", f"expected 10, got {version}")
     if length < HEADER.size or length > len(data):
         raise DecodeError("bad_length", f"message length {length}, datagram {len(data)} bytes")
-    h = Header(exporter, domain, export_time)
+    h = Header(exporter, 10, domain, export_time)
     out = SetOutcome()
     for set_id, body in iter_sets(data, HEADER.size, length):
         if set_id in (2, 3):
@@ -58,7 +58,7 @@ def _templates(h: Header, body: memoryview, cache: TemplateCache, now: float, ou
         if template_id == 0 and count == 0:  # padding
             break
         if count == 0:
-            cache.withdraw(h.exporter, h.domain, None if template_id in (2, 3) else template_id, options)
+            cache.withdraw(h, None if template_id in (2, 3) else template_id, options)
             off += 4
             continue
         if template_id < 256:

@@ -20,7 +20,7 @@ def decode_v9(data: bytes, exporter: str, cache: TemplateCache, now: float) -> S
     version, _count, uptime, secs, _seq, source_id = HEADER.unpack_from(data)
     if version != 9:
         raise DecodeError("bad_version", f"expected 9, got {version}")
-    h = Header(exporter, source_id, secs, uptime)
+    h = Header(exporter, 9, source_id, secs, uptime)
     out = SetOutcome()
     for set_id, body in iter_sets(data, HEADER.size, len(data)):
         if set_id == 0:

@@ -1,5 +1,5 @@
 """The template engine NetFlow v9 and IPFIX share: compiled templates, the cache keyed by (exporter,
-source id / observation domain, template id) with withdrawal and expiry, per-exporter option state
+version, source id / observation domain, template id) with withdrawal and expiry, per-exporter option state
 (sampling, interfaces, system init time), and the bounded hold of data sets that arrive before their
 template.
 
@@ -31,7 +31,7 @@ from services.collector.decoders.fields import (
 
 VARLEN = 65535
 
-TemplateKey = tuple[str, int, int]  # exporter, source id / observation domain, template id
+TemplateKey = tuple[str, int, int, int]  # exporter, version, source id / observation domain, template id
 
 
 @dataclass(slots=True)
@@ -242,12 +242,12 @@ class TemplateCache:
         self.max_templates = max_templates
         self.max_held = max_held
         self.templates: OrderedDict[TemplateKey, Template] = OrderedDict()
-        self.exporters: dict[tuple[str, int], ExporterState] = {}
+        self.exporters: dict[tuple[str, int, int], ExporterState] = {}
         self.held: OrderedDict[int, tuple[TemplateKey, Held]] = OrderedDict()
         self._held_seq = 0
 
-    def state(self, exporter: str, domain: int) -> ExporterState:
-        key = (exporter, domain)
+    def state(self, h: Header) -> ExporterState:
+        key = (h.exporter, h.version, h.domain)
         st = self.exporters.get(key)
         if st is None:
             st = self.exporters[key] = ExporterState()
@@ -256,7 +256,7 @@ class TemplateCache:
     def refresh(self, h: Header, template_id: int, body: memoryview, off: int, now: float, out: SetOutcome) -> int:
         """Most exporters re-send every template every few packets: when the record at `off` is byte for
         byte the cached one, refresh it and return the offset after it, skipping parsing; else -1."""
-        cached = self.templates.get((h.exporter, h.domain, template_id))
+        cached = self.templates.get((h.exporter, h.version, h.domain, template_id))
         if cached is None or not cached.raw or body[off : off + len(cached.raw)] != cached.raw:
             return -1
         self.learn(h, cached, now, out)
@@ -273,7 +273,7 @@ class TemplateCache:
 
     def learn(self, h: Header, template: Template, now: float, out: SetOutcome) -> None:
         """Cache a template and decode what was held for it."""
-        key = (h.exporter, h.domain, template.template_id)
+        key = (h.exporter, h.version, h.domain, template.template_id)
         template.updated = now
         self.templates[key] = template
         self.templates.move_to_end(key)
@@ -288,16 +288,17 @@ class TemplateCache:
             except DecodeError as exc:
                 out.undecodable.append(Undecodable(h.exporter, exc.reason, held.body))
 
-    def withdraw(self, exporter: str, domain: int, template_id: int | None, options: bool | None = None) -> None:
+    def withdraw(self, h: Header, template_id: int | None, options: bool | None = None) -> None:
         """IPFIX withdrawal: one template, or (template_id None) all of a kind for this domain."""
         if template_id is not None:
-            self.templates.pop((exporter, domain, template_id), None)
+            self.templates.pop((h.exporter, h.version, h.domain, template_id), None)
             return
-        for key in [k for k, t in self.templates.items() if k[:2] == (exporter, domain) and t.is_options == options]:
+        scope = (h.exporter, h.version, h.domain)
+        for key in [k for k, t in self.templates.items() if k[:3] == scope and t.is_options == options]:
             del self.templates[key]
 
     def lookup(self, h: Header, template_id: int, now: float) -> Template | None:
-        key = (h.exporter, h.domain, template_id)
+        key = (h.exporter, h.version, h.domain, template_id)
         template = self.templates.get(key)
         if template is not None and now - template.updated > self.template_timeout_s:
             del self.templates[key]  # not refreshed in time: the exporter may have restarted with other templates
@@ -307,12 +308,12 @@ class TemplateCache:
     def data_set(self, h: Header, template_id: int, body: bytes, now: float, out: SetOutcome) -> None:
         template = self.lookup(h, template_id, now)
         if template is None:
-            self._hold((h.exporter, h.domain, template_id), Held(h, bytes(body), now), out)
+            self._hold((h.exporter, h.version, h.domain, template_id), Held(h, bytes(body), now), out)
             return
         self.decode_data(h, template, body, out)
 
     def decode_data(self, h: Header, t: Template, body: bytes | memoryview, out: SetOutcome) -> None:
-        st = self.state(h.exporter, h.domain)
+        st = self.state(h)
         if t.is_options:
             for values in walk_records(t, body):
                 record = {
