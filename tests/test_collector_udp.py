@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,42 +68,47 @@ def _send(datagrams: list[tuple[str, bytes]], port: int) -> None:
 
 
 def _published(settings: Settings, want: int, timeout: float = 60.0) -> int:
-    r = sync_redis(settings)
-    deadline = time.monotonic() + timeout
-    got = 0
-    while time.monotonic() < deadline:
-        got = int(r.hget(settings.key("collector", "stats"), "flows_published") or 0)
-        if got >= want:
-            break
-        time.sleep(0.25)
-    r.close()
-    return got
+    """flows_published in the collector's Redis stats, once it reaches `want` (or the timeout passes)."""
+    stats = _stats(settings, lambda s: int(s.get("flows_published", 0)) >= want, timeout)
+    return int(stats.get("flows_published", 0))
 
 
 def test_listener_publishes_flows_and_dead_letters_bad_packets(settings: Settings, run_service: RunService) -> None:
+    """Good packets become flows; a truncated v9 packet, garbage, a corrupt v5 header and a data set whose
+    template never comes (held one second here) become counted DLQ records with exporter and raw bytes."""
+    settings = settings.model_copy(update={"template_hold_s": 1.0})
     good = [dg.payload for p in ("goflow2/nfv9_template.bin", "goflow2/nfv9_data.bin", "goflow2/nfv5_data.bin")
             for dg in read_datagrams(VECTORS / p, "raw")]  # fmt: skip
     truncated = good[1][:700]
-    garbage = b"\xff\xff" + bytes(60)  # an IPFIX header claiming 65535 bytes
+    garbage = b"\x00\x0a\xff\xff" + bytes(60)  # an IPFIX header claiming 65535 bytes
     corrupt_v5 = (VECTORS / "logstash-codec-netflow/netflow5_test_invalid01.dat").read_bytes()
     port = _free_udp_port()
     with run_service(settings, "collector", "--listen", f"127.0.0.1:{port}") as proc:
         _wait_bound(port, proc)
-        _send([("127.0.0.1", p) for p in [*good, truncated, b"\x00\x0a" + garbage, corrupt_v5]], port)
+        _send([("127.0.0.1", p) for p in [*good, truncated, garbage, corrupt_v5]] + [("127.0.0.3", good[1])], port)
         assert _published(settings, 27) == 27  # 21 v9 + 6 v5 flows
+        stats = _stats(settings, until=lambda s: int(s.get("dlq", 0)) >= 4)
         dlq = runner.read_topic(settings, "flows.dlq", None, idle=2.0)
         flows = runner.read_topic(settings, "flows", "Flow", idle=1.0)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
     assert len(flows) == 27 and {f["exporter"] for f in flows} == {"127.0.0.1"}
-    records = [json.loads(m) for m in dlq]
-    assert sorted(r["reason"] for r in records) == ["bad_count", "bad_length", "truncated"]
-    assert {r["exporter"] for r in records} == {"127.0.0.1"}
-    assert base64.b64decode(next(r["value_b64"] for r in records if r["reason"] == "truncated")) == truncated
-    stats = {
-        k.decode(): v.decode() for k, v in sync_redis(settings).hgetall(settings.key("collector", "stats")).items()
-    }
-    assert (stats["packets"], stats["dlq"], stats["error:truncated"], stats["flows_published"]) == ("6", "3", "1", "27")
+    records = {r["reason"]: r for r in map(json.loads, dlq)}
+    assert sorted(records) == ["bad_count", "bad_length", "no_template", "truncated"] and len(dlq) == 4
+    assert records["no_template"]["exporter"] == "127.0.0.3"
+    assert {r["exporter"] for reason, r in records.items() if reason != "no_template"} == {"127.0.0.1"}
+    assert base64.b64decode(records["truncated"]["value_b64"]) == truncated
+    counted = (stats["packets"], stats["dlq"], stats["error:truncated"], stats["error:no_template"])
+    assert counted == ("7", "4", "1", "1")
+
+
+def _stats(settings: Settings, until: Callable[[dict[str, str]], bool], timeout: float = 30.0) -> dict[str, str]:
+    r = sync_redis(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = {k.decode(): v.decode() for k, v in r.hgetall(settings.key("collector", "stats")).items()}
+        if until(stats) or time.monotonic() > deadline:
+            r.close()
+            return stats
+        time.sleep(0.25)
 
 
 # --- real exports: softflowd -> collector and nfdump ---------------------------------------------------------------
