@@ -78,7 +78,8 @@ def rate_batches(
             sent += n
             yield n
         else:
-            clock.sleep(max(0.0, min(tick, sent / rate - (clock.monotonic() - start))))
+            # At least 1 ms: sleeping a rounding error's worth would spin.
+            clock.sleep(max(0.001, min(tick, sent / rate - (clock.monotonic() - start))))
 
 
 def looped(flows: list[Flow]) -> Iterator[Flow]:
