@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from services.collector.decode_cli import decode_files
+from services.collector.decoders import PacketDecoder
 from tests.paths import REPO, SHARED, needs_shared
 
 BUNDLED = REPO / "tests" / "vectors"
@@ -256,3 +257,16 @@ def test_sampled_v5_and_ipv6_values() -> None:
     _, flows = decode_files([BUNDLED / PM / "104-IPFIXv10-IPv6-CISCO-sampling_option/traffic-00.pcap"])
     assert {f["exporter"] for f in flows} == {"2a02:a90:4007:700::54"}
     assert all(":" in f["src_addr"] and f["sampling_interval"] == 256 for f in flows)
+
+
+def test_option_records_keep_interface_names_and_samplers() -> None:
+    """Cisco ASR9k's interface table (v9 options, interface scope) and 104's IPFIX selector -> 1 in 256."""
+    decoder = PacketDecoder()
+    files = [L + "netflow9_test_cisco_asr9k_opttpl256.dat", L + "netflow9_test_cisco_asr9k_data256.dat"]
+    decode_files([BUNDLED / f for f in files], decoder=decoder)
+    [state] = decoder.cache.exporters.values()
+    assert len(state.interfaces) == 19 and state.interfaces[74] == "TenGigE0_0_1_0"
+    decoder = PacketDecoder()
+    decode_files([BUNDLED / PM / "104-IPFIXv10-IPv6-CISCO-sampling_option/traffic-00.pcap"], decoder=decoder)
+    [state] = decoder.cache.exporters.values()
+    assert state.samplers == {1: 256}

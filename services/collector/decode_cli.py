@@ -34,11 +34,14 @@ class FileReport:
 
 
 def decode_files(
-    paths: list[Path], raw_exporter: str = "raw", on_flow: Callable[[Flow], None] | None = None
+    paths: list[Path],
+    raw_exporter: str = "raw",
+    on_flow: Callable[[Flow], None] | None = None,
+    decoder: PacketDecoder | None = None,
 ) -> tuple[list[FileReport], list[Flow]]:
     """Decode files in order with one decoder; returns a report per file and every flow. A data set whose
     template never came is counted (`no_template`) where it is given up: the last file's report."""
-    decoder = PacketDecoder()
+    decoder = decoder or PacketDecoder()
     reports: list[FileReport] = []
     flows: list[Flow] = []
     for path in paths:
@@ -82,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     def emit(flow: Flow) -> None:
         print(json.dumps(flow, separators=(",", ":")))
 
-    reports, _ = decode_files(args.files, args.exporter, emit if args.json else None)
+    decoder = PacketDecoder()
+    reports, _ = decode_files(args.files, args.exporter, emit if args.json else None, decoder)
     out = sys.stderr if args.json else sys.stdout
     console = Console(file=out, width=None if out.isatty() else 200)  # piped: keep rows whole for grep
     table = Table("file", "datagrams", "flows", "options", "templates", "exporter/version/template: flows", "errors")
@@ -91,6 +95,22 @@ def run(args: argparse.Namespace) -> int:
         errors = ", ".join(f"{reason}: {n}" for reason, n in r.errors.items())
         table.add_row(r.path.name, str(r.datagrams), str(r.flows), str(r.options), str(r.templates), sources, errors)
     console.print(table)
+    exporters = Table("exporter", "version", "domain", "sampling", "samplers (id: 1 in N)", "interfaces", "init time")
+    for (exporter, version, domain), st in decoder.cache.exporters.items():
+        samplers = ", ".join(f"{k}: {v}" for k, v in st.samplers.items())
+        interfaces = ", ".join(f"{k}={v}" for k, v in list(st.interfaces.items())[:4])
+        more = len(st.interfaces) - 4
+        exporters.add_row(
+            exporter,
+            str(version),
+            str(domain),
+            f"1 in {st.sampling_default}" if st.sampling_default else "-",
+            samplers or "-",
+            (interfaces + (f" (+{more})" if more > 0 else "")) or "-",
+            str(st.init_ms / 1000) if st.init_ms is not None else "-",
+        )
+    if decoder.cache.exporters:
+        console.print(exporters)
     total, bad = sum(r.flows for r in reports), sum(sum(r.errors.values()) for r in reports)
     console.print(f"{total} flows from {len(reports)} files; {bad} errors")
     return 1 if bad and not total else 0
