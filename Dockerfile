@@ -29,7 +29,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     FLOWSENTINEL_SCHEMAS_DIR=/app/schemas \
     FLOWSENTINEL_MODELS_DIR=/models \
-    FLOWSENTINEL_RUN_DIR=/tmp/flowsentinel \
+    FLOWSENTINEL_RUN_DIR=/tmp \
     FLOWSENTINEL_ALERTS_FILE=/var/lib/flowsentinel/alerts.jsonl \
     FLOWSENTINEL_METRICS_PORT=9100
 RUN groupadd --system --gid 10001 flowsentinel \
