@@ -204,7 +204,7 @@ def make_builder(plan: RecordPlan) -> Builder:
     end_i, end_form = plan.end if plan.end else (-1, "")
 
     def build(rows: list[tuple[Any, ...]], h: Header, sampling: int | list[int]) -> list[Flow]:
-        text, exporter, blake = ADDRESS_TEXT, h.exporter, hashlib.blake2b
+        text, exporter = ADDRESS_TEXT, h.exporter
         start_conv = TIME_FORMS[start_form](h) if start_i >= 0 else None
         end_conv = TIME_FORMS[end_form](h) if end_i >= 0 else None
         export = float(h.export_time)
@@ -241,10 +241,9 @@ def make_builder(plan: RecordPlan) -> Builder:
             if n_bytes > LONG_MAX or n_pkts > LONG_MAX or r_bytes > LONG_MAX or r_pkts > LONG_MAX:
                 n_bytes, n_pkts = min(n_bytes, LONG_MAX), min(n_pkts, LONG_MAX)  # unsigned 64-bit counters
                 r_bytes, r_pkts = min(r_bytes, LONG_MAX), min(r_pkts, LONG_MAX)
-            key = f"{exporter}|{src}|{sport}|{dst}|{dport}|{proto}|{round(first * 1000)}".encode()
             flows.append(
                 {
-                    "flow_id": blake(key, digest_size=10).hexdigest(),  # flow_id(), inlined
+                    "flow_id": flow_id(exporter, src, sport, dst, dport, proto, first),
                     "exporter": exporter,
                     "first_seen": first,
                     "last_seen": last,
