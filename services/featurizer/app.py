@@ -23,11 +23,13 @@ from services.featurizer.store import WindowStore
 
 def build_app(settings: Settings) -> faust.App:
     logger = log.setup("featurizer")
+    datadir = settings.run_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.group("featurizer"),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
-        datadir=str(settings.run_dir / "faust"),  # Faust's own files stay in the run folder, not the cwd
+        datadir=str(datadir),  # Faust's own files stay in the run folder, not the working directory
         web_enabled=False,
         topic_disable_leader=True,
         broker_session_timeout=settings.session_timeout_s,
