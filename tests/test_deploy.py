@@ -162,7 +162,7 @@ def test_prometheus_scrapes_every_service_and_grafana_shows_only_real_metrics() 
     prometheus = yaml.safe_load((ds.DEPLOY / "prometheus/prometheus.yml").read_text())
     targets = {t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     port = ds.image_env()["FLOWSENTINEL_METRICS_PORT"]
-    for name in ds.compose_specs(ds.compose_config()):
+    for name in PIPELINE:  # the long-running services; the replay is a load-test tool without an endpoint
         assert f"{name}:{port}" in targets
     known = {m.name for m in REGISTRY.collect() if m.name.startswith("flowsentinel_")}
     dashboard = json.loads((ds.DEPLOY / "grafana/dashboards/flowsentinel.json").read_text())
