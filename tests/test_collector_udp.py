@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import errno
 import json
 import os
 import shutil
@@ -36,20 +35,27 @@ def _free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_bound(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """The collector is up when its UDP port can no longer be bound."""
+def _udp_queue(port: int) -> int | None:
+    """Bytes waiting on the UDP socket bound to 127.0.0.1:port (None: none bound). Read from /proc/net/udp:
+    probing by binding the port could win the race and keep the process under test from binding it."""
+    local = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def _wait_until(condition: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "collector exited"
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return
-                raise
-        time.sleep(0.2)
-    raise AssertionError(f"collector did not bind 127.0.0.1:{port}")
+    while not condition():
+        assert proc.poll() is None, f"exited while waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _wait_bound(port: int, proc: subprocess.Popen[bytes]) -> None:
+    _wait_until(lambda: _udp_queue(port) is not None, proc, f"a socket on 127.0.0.1:{port}")
 
 
 def _send(datagrams: list[tuple[str, bytes]], port: int) -> None:
@@ -161,7 +167,7 @@ def nfdump_flows(datagrams: list[tuple[str, bytes]], workdir: Path) -> list[dict
     try:
         _wait_bound(port, proc)
         _send(datagrams, port)
-        time.sleep(1.0)  # nfcapd has no "received" signal; it writes what it holds on SIGTERM
+        _wait_until(lambda: _udp_queue(port) == 0, proc, "nfcapd to read the export")  # it writes on SIGTERM
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
