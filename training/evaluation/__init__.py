@@ -1,0 +1,1 @@
+"""The evaluation harness: captures -> splits -> every detector -> flow- and window-level metrics -> report."""
