@@ -26,20 +26,17 @@ from services.common.settings import Settings, load_settings
 from services.scorer.backends import BackendResult, InProcessBackend, ModelBackend
 from services.scorer.retry import Interrupted, backoff_delays, call_with_retry
 from services.scorer.scoring import score_records
+from services.scorer.tfserving import GrpcBackend, ModelServerUnavailable, RestBackend  # TensorFlow only when used
 from training.sequences import pad_history
 
 FIRST_RETRY_S = 0.5
 
 
 def _grpc(settings: Settings, models_dir: Path) -> ModelBackend:
-    from services.scorer.tfserving import GrpcBackend
-
     return GrpcBackend(settings.tfserving_grpc, models_dir, settings.model_poll_s, settings.model_timeout_s)
 
 
 def _rest(settings: Settings, models_dir: Path) -> ModelBackend:
-    from services.scorer.tfserving import RestBackend
-
     return RestBackend(settings.tfserving_rest, models_dir, settings.model_poll_s, settings.model_timeout_s)
 
 
@@ -72,7 +69,6 @@ def scoring_call(
     settings: Settings, backend: ModelBackend, health: metrics.Health, stop: StopFlag, logger: logging.Logger
 ) -> Callable[[np.ndarray, np.ndarray], BackendResult]:
     """backend.score, retried with backoff while the model server is unavailable; health and metrics follow."""
-    from services.scorer.tfserving import ModelServerUnavailable  # no TensorFlow import: safe for every backend
 
     def on_failure(exc: Exception, delay: float) -> None:
         metrics.ERRORS.labels("scorer", "model_server_unavailable").inc()
