@@ -98,5 +98,5 @@ def run(args: argparse.Namespace) -> int:
         Console(stderr=True).print(f"[red]compare failed:[/] {exc}", soft_wrap=True)
         return 2
     console.print(table(f"held-out flows, {args.split}", pooled))
-    console.print(f"report: {out / 'report.md'}")
+    console.print(f"report: {out / 'report.md'}", soft_wrap=True)
     return 0

@@ -91,5 +91,5 @@ def run(args: argparse.Namespace) -> int:
     console.print(table("held-out flows (no retraining)", pooled))
     if "warning" in run_info:
         console.print(f"[yellow]warning:[/] {run_info['warning']}")
-    console.print(f"report: {out / 'report.md'}")
+    console.print(f"report: {out / 'report.md'}", soft_wrap=True)
     return 0

@@ -60,7 +60,8 @@ def table(title: str, pooled: Sequence[Pooled]) -> Table:
         "TTD median",
         "episodes",
     ):
-        t.add_column(col, justify="left" if col == "detector" else "right")
+        detector = col == "detector"
+        t.add_column(col, justify="left" if detector else "right", no_wrap=detector, min_width=16 if detector else None)
     for p in pooled:
         m, e = p.flow, p.episode_summary
         ttd = e["time_to_detect_s_median"]
