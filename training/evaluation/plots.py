@@ -31,7 +31,11 @@ def roc_pr(pooled: Sequence[Pooled], out: Path) -> list[str]:
     roc_ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
     roc_ax.axvline(0.01, color="grey", ls=":", lw=0.8)
     roc_ax.set(
-        xscale="symlog", xlim=(0, 1), xlabel="false-positive rate (symlog)", ylabel="recall", title="ROC (flows)"
+        xscale="log",
+        xlim=(1e-4, 1),
+        xlabel="false-positive rate (log: the operating region is 1 % and below)",
+        ylabel="recall",
+        title="ROC (flows)",
     )
     pr_ax.set(xlabel="recall", ylabel="precision", title="precision-recall (flows)")
     for ax in (roc_ax, pr_ax):
