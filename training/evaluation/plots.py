@@ -28,7 +28,6 @@ def roc_pr(pooled: Sequence[Pooled], out: Path) -> list[str]:
         precision, recall, _ = precision_recall_curve(p.flow_y, p.flow_margin)
         pr_ax.plot(recall, precision, label=f"{p.detector} (AP {p.flow['pr_auc']:.3f})")
         pr_ax.scatter([p.flow["recall"]], [p.flow["precision"]], s=25)
-    roc_ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
     roc_ax.axvline(0.01, color="grey", ls=":", lw=0.8)
     roc_ax.set(
         xscale="log",
