@@ -27,7 +27,7 @@ from rich.table import Table  # noqa: E402
 
 from services.common.settings import Settings  # noqa: E402
 from services.demo import TRAIN_CAPTURES, sample_files  # noqa: E402
-from services.scorer.backends import InProcessBackend, ModelBackend  # noqa: E402
+from services.scorer.backends import InProcessBackend, ModelBackend, latest_version  # noqa: E402
 from services.scorer.tfserving import GrpcBackend, RestBackend  # noqa: E402
 from tests.model_server import ModelServer  # noqa: E402
 from tests.paths import SAMPLE  # noqa: E402
@@ -36,7 +36,9 @@ from training.train_cli import capture_windows, train_and_export  # noqa: E402
 MIRAI = SAMPLE / "CTU-Malware-Capture-34-1-labeled.csv.gz"
 
 
-def measure(backend: ModelBackend, x: np.ndarray, seq: np.ndarray, batch: int, seconds: float) -> tuple[float, ...]:
+def measure(
+    backend: ModelBackend | OneModel, x: np.ndarray, seq: np.ndarray, batch: int, seconds: float
+) -> tuple[float, ...]:
     """(windows/s, p50 ms, p99 ms) of backend.score on consecutive batches for about `seconds`."""
     backend.score(x[:batch], seq[:batch])  # warm-up: tracing, connections
     latencies, rows, start, offset = [], 0, time.perf_counter(), 0
@@ -53,12 +55,30 @@ def measure(backend: ModelBackend, x: np.ndarray, seq: np.ndarray, batch: int, s
     return rows / elapsed, float(p50), float(p99)
 
 
+class OneModel:
+    """One model's signature alone, in-process: where a backend's time goes (the LSTM, K steps each way)."""
+
+    def __init__(self, models: Path, name: str) -> None:
+        import tensorflow as tf
+
+        version = latest_version(models, name)
+        self.name = f"inprocess, {name} only"
+        self._saved = tf.saved_model.load(str(models / name / str(version)))
+        self._signature = self._saved.signatures["serving_default"]
+        self._input = "sequence" if name == "lstm" else "features"
+
+    def score(self, x: np.ndarray, seq: np.ndarray) -> None:
+        self._signature(**{self._input: seq if self._input == "sequence" else x})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, help="exported models (TF-Serving layout); default: train a pair")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     parser.add_argument("--batches", default="1,64,512,4096", help="batch sizes, comma-separated")
-    parser.add_argument("--backends", default="inprocess,grpc,rest")
+    parser.add_argument(
+        "--backends", default="inprocess,grpc,rest,autoencoder,lstm", help="autoencoder, lstm: one model"
+    )
     args = parser.parse_args()
     console = Console()
     settings = Settings()
@@ -79,6 +99,8 @@ def main() -> None:
             "inprocess": lambda: InProcessBackend(models),
             "grpc": lambda: GrpcBackend(f"127.0.0.1:{grpc_port}", models, poll_s=60, timeout_s=120),
             "rest": lambda: RestBackend(f"http://127.0.0.1:{rest_port}", models, poll_s=60, timeout_s=120),
+            "autoencoder": lambda: OneModel(models, "autoencoder"),
+            "lstm": lambda: OneModel(models, "lstm"),
         }
         table = Table(
             title=f"scorer backends: autoencoder + LSTM (K={settings.history_windows}), {os.cpu_count()} CPUs"
@@ -92,8 +114,9 @@ def main() -> None:
                 for batch in (int(b) for b in args.batches.split(",")):
                     with console.status(f"{name}, batch {batch} ..."):
                         rate, p50, p99 = measure(backend, x, seq, batch, args.seconds)
-                    rows.append((name, batch, rate, p50, p99))
-                    table.add_row(name, str(batch), f"{rate:,.0f}", f"{p50:.2f}", f"{p99:.2f}")
+                    label = backend.name
+                    rows.append((label, batch, rate, p50, p99))
+                    table.add_row(label, str(batch), f"{rate:,.0f}", f"{p50:.2f}", f"{p99:.2f}")
         finally:
             server.stop()
     console.print(table)
