@@ -22,9 +22,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "alerter": ("services.alerter.service", "run the alerter: anomalies -> incidents -> sinks"),
     "train": ("training.train_cli", "train and export the autoencoder and the LSTM"),
     "compare": ("training.compare_cli", "train and evaluate every detector on leakage-free splits; write a report"),
-    "evaluate": ("training.evaluate_cli", "evaluate exported models and the rule IDS on labelled files; write a report"),
+    "evaluate": ("training.evaluate_cli", "evaluate exported models and the rule IDS on labelled files"),
     "demo": ("services.demo", "run the whole pipeline on the bundled sample and print a summary"),
 }
+
+
+def _startup_errors() -> tuple[type[BaseException], ...]:
+    import pydantic
+    import yaml
+
+    from services.common.preflight import PreflightError
+
+    return (PreflightError, pydantic.ValidationError, yaml.YAMLError, FileNotFoundError, NotADirectoryError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +49,16 @@ def main(argv: list[str] | None = None) -> int:
             modules[name] = importlib.import_module(module)
             modules[name].add_arguments(p)
     args = parser.parse_args(argv)
-    return int(modules[args.command].run(args) or 0)
+    STARTUP_ERRORS = _startup_errors()  # noqa: N806 - a constant, built only once a command runs
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except STARTUP_ERRORS as exc:
+        # Configuration and missing dependencies are the operator's to fix: one line says what, the
+        # traceback is for developers (FLOWSENTINEL_LOG_LEVEL=DEBUG).
+        if os.environ.get("FLOWSENTINEL_LOG_LEVEL", "").upper() == "DEBUG":
+            raise
+        print(f"flowsentinel {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def summary_table(snap: runner.Snapshot, metrics: dict[str, float], incidents: i
     rows = [
         ("flows in (replayed)", f"{snap.published:,}"),
         ("flows featurized", f"{snap.featurized:,}"),
-        ("flows in DLQ (late or unreadable)", f"{snap.late + snap.undecodable:,}"),
+        ("flows in DLQ (late, unreadable, invalid)", f"{snap.late + snap.undecodable + snap.invalid:,}"),
         ("host windows scored", f"{snap.scored:,}"),
         ("anomalies", f"{snap.anomalies:,}"),
         ("alerts (incidents opened or escalated)", f"{snap.alerts:,}"),

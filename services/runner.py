@@ -67,6 +67,7 @@ class Snapshot:
     featurized: int
     late: int
     undecodable: int
+    invalid: int
     windows: int
     early_windows: int
     open_windows: int
@@ -77,7 +78,7 @@ class Snapshot:
 
     @property
     def flows_accounted(self) -> int:
-        return self.featurized + self.late + self.undecodable
+        return self.featurized + self.late + self.undecodable + self.invalid
 
     def drained(self) -> bool:
         return (
@@ -109,6 +110,7 @@ def snapshot(settings: Settings) -> Snapshot:
         featurized=feat.get("flows_featurized", 0),
         late=feat.get("flows_late", 0),
         undecodable=feat.get("flows_undecodable", 0),
+        invalid=feat.get("flows_invalid", 0),
         windows=feat.get("windows_emitted", 0),
         early_windows=feat.get("windows_early", 0),
         open_windows=open_windows,

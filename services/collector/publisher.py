@@ -16,6 +16,7 @@ from services.common.settings import Settings
 @dataclass
 class PublishStats:
     published: int = 0
+    delivered: int = 0
     delivery_errors: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -29,7 +30,9 @@ class FlowPublisher:
         self.stats = PublishStats()
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
+        if err is None:
+            self.stats.delivered += 1
+        else:
             self.stats.delivery_errors += 1
             if len(self.stats.errors) < 10:
                 self.stats.errors.append(str(err))

@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.collector.publisher import FlowPublisher
-from services.common import log
+from services.common import log, preflight
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, load_settings
-from training.datasets import UnknownFormatError, load_flows
+from training.datasets import UnknownFormatError, UnusableFileError, load_flows
 
 Flow = dict[str, Any]
 
@@ -95,10 +96,37 @@ def stamped(flow: Flow, now: float) -> Flow:
 def parse_speed(text: str) -> float | None:
     if text == "max":
         return None
-    speed = float(text)
-    if speed <= 0:
-        raise ValueError("--speed must be 'max' or a positive multiple of real time")
+    try:
+        speed = float(text)
+    except ValueError:
+        speed = float("nan")
+    if not 1e-6 <= speed <= 1e6:  # also rejects nan and inf
+        raise ValueError(f"--speed must be 'max' or a multiple of real time between 1e-6 and 1e6, not {text!r}")
     return speed
+
+
+class DeliveredCounter:
+    """Adds the flows the broker acknowledged to the collector's Redis counter, which the demo and the
+    tests read. Best effort: Redis being away must not stop (and so duplicate) a replay."""
+
+    def __init__(self, settings: Settings, publisher: FlowPublisher, logger: Any) -> None:
+        self.redis = sync_redis(settings)
+        self.key = settings.key("collector", "stats")
+        self.publisher, self.logger = publisher, logger
+        self.reported = 0
+        self.warned = False
+
+    def report(self) -> None:
+        delta = self.publisher.stats.delivered - self.reported
+        if not delta:
+            return
+        try:
+            self.redis.hincrby(self.key, "flows_published", delta)
+            self.reported += delta
+        except RedisError as exc:
+            if not self.warned:
+                self.logger.warning("cannot update the published-flows counter in Redis (%s); replay goes on", exc)
+                self.warned = True
 
 
 def _load(files: list[Path], logger: Any) -> list[Flow]:
@@ -118,8 +146,9 @@ def replay(settings: Settings, files: list[Path], speed: float | None, shift_to_
     flows = _load(files, logger)
     span = flows[-1]["first_seen"] - flows[0]["first_seen"]
     shift = time.time() - flows[0]["first_seen"] if shift_to_now else 0.0
+    preflight.check(settings, redis=False)
     publisher = FlowPublisher(settings)
-    redis = sync_redis(settings)
+    counter = DeliveredCounter(settings, publisher, logger)
     total = 0
     with Progress(
         TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
@@ -128,7 +157,7 @@ def replay(settings: Settings, files: list[Path], speed: float | None, shift_to_
         while True:
             for chunk in _chunks(paced(flows, speed, shift), 2000):
                 publisher.publish(chunk)
-                redis.hincrby(settings.key("collector", "stats"), "flows_published", len(chunk))
+                counter.report()
                 total += len(chunk)
                 progress.advance(task, len(chunk))
             if not loop:
@@ -136,6 +165,7 @@ def replay(settings: Settings, files: list[Path], speed: float | None, shift_to_
             shift += span + 1.0
             progress.reset(task)
     result = publisher.close()
+    counter.report()
     if result.delivery_errors:
         logger.error("%d flows not delivered: %s", result.delivery_errors, "; ".join(result.errors))
         return 1
@@ -146,7 +176,9 @@ def replay(settings: Settings, files: list[Path], speed: float | None, shift_to_
 def replay_at_rate(settings: Settings, files: list[Path], rate: float, duration: float) -> int:
     logger = log.setup("replay")
     source = looped(_load(files, logger))
+    preflight.check(settings, redis=False)
     publisher = FlowPublisher(settings)
+    counter = DeliveredCounter(settings, publisher, logger)
     redis = sync_redis(settings)
     total = 0
     start = time.monotonic()
@@ -157,10 +189,11 @@ def replay_at_rate(settings: Settings, files: list[Path], rate: float, duration:
         for n in rate_batches(rate, duration):
             now = time.time()
             publisher.publish(stamped(next(source), now) for _ in range(n))
-            redis.hincrby(settings.key("collector", "stats"), "flows_published", n)
+            counter.report()
             total += n
             progress.advance(task, n)
         result = publisher.close()
+        counter.report()
     # Delivered, not merely queued: the rate counts the time until the broker acknowledged the last flow.
     elapsed = time.monotonic() - start
     achieved = total / elapsed if elapsed > 0 else 0.0
@@ -193,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError("--rate and --duration must be positive")
             return replay_at_rate(load_settings(), args.files, args.rate, args.duration)
         return replay(load_settings(), args.files, parse_speed(args.speed), args.shift_to_now, args.loop)
-    except (UnknownFormatError, FileNotFoundError, ValueError) as exc:
+    except (UnknownFormatError, UnusableFileError, FileNotFoundError, ValueError, preflight.PreflightError) as exc:
         # Bad input fails here, before any connection to the broker or Redis is made.
         print(f"flowsentinel replay: {exc}", file=sys.stderr)
         return 2

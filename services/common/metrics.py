@@ -41,7 +41,7 @@ MODEL_SECONDS = Histogram(
     ["backend"],
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-MODEL_RETRIES = Counter("flowsentinel_model_retries", "Scoring batches retried after a model server failure", ["backend"])
+MODEL_RETRIES = Counter("flowsentinel_model_retries", "Scoring batches retried: model server failed", ["backend"])
 MODEL_VERSION = Gauge("flowsentinel_model_version", "Model version the scorer uses", ["model"])
 INCIDENTS = Counter("flowsentinel_incidents", "Incidents opened")
 ALERTS_SENT = Counter("flowsentinel_alerts_sent", "Alerts delivered", ["sink"])

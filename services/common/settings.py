@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     window_seconds: float = Field(60.0, gt=0, description="Event-time tumbling window length per host")
     lateness_seconds: float = Field(30.0, ge=0, description="How late (event time) a flow may arrive and still count")
     idle_flush_seconds: float = Field(3.0, gt=0, description="Close a partition's open windows after this long idle")
+    future_tolerance_s: float = Field(
+        3600.0, gt=0, description="Reject flows starting more than this ahead of the clock (bad exporter clocks)"
+    )
     early_emit_flows: int = Field(50, ge=0, description="Emit an open window early at N, 2N, 4N... flows (0 = off)")
     early_emit_seconds: float = Field(20.0, ge=0, description="...and every this many event-time seconds (0 = off)")
     history_windows: int = Field(8, ge=1, description="K: the host's last windows the LSTM reads")

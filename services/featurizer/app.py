@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
-from services.common import log
+from services.common import log, metrics, preflight
 from services.common.redis_client import async_redis
 from services.common.settings import Settings, load_settings
-from services.featurizer.store import WindowStore
+from services.featurizer.store import BatchResult, WindowStore
+
+# Outages worth waiting out; anything else is a bug and must not be acked.
+TRANSIENT = (RedisError, KafkaError, OSError, asyncio.TimeoutError)
 
 
-def build_app(settings: Settings) -> faust.App:
+def build_app(settings: Settings) -> tuple[faust.App, metrics.Health]:
     logger = log.setup("featurizer")
     datadir = settings.run_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
@@ -45,6 +52,24 @@ def build_app(settings: Settings) -> faust.App:
     lock = asyncio.Lock()  # the agent and the timer both move a partition's state
     last_activity: dict[int, float] = {}
 
+    health = metrics.Health()
+
+    async def persistently(what: str, step: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a step until Redis and the broker let it through. The batch is neither acked nor committed
+        meanwhile, so an outage delays flows and loses none."""
+        delay = 0.5
+        while True:
+            try:
+                result = await step()
+                health.set_ready(True)
+                return result
+            except TRANSIENT as exc:
+                health.set_ready(False, f"{what}: {exc}")
+                metrics.ERRORS.labels("featurizer", type(exc).__name__).inc()
+                logger.error("%s failed (%s); retrying in %.1f s", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     async def publish(partition: int) -> None:
         entries = await store.outbox(partition)
         pending = []
@@ -57,21 +82,34 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(flows)
     async def featurize(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.featurizer_batch, within=settings.featurizer_batch_wait_s):
-            by_partition: dict[int, list[tuple[int, bytes | None]]] = defaultdict(list)
-            for event in events:
-                by_partition[event.message.partition].append((event.message.offset, event.message.value))
-            async with lock:
-                for partition, batch in by_partition.items():
-                    result = await store.apply(partition, batch)
-                    await publish(partition)
-                    last_activity[partition] = time.monotonic()
-                    if result.late or result.undecodable:
-                        logger.warning(
-                            "partition %d: %d late, %d undecodable flows sent to the DLQ",
-                            partition,
-                            result.late,
-                            result.undecodable,
-                        )
+            try:
+                await featurize_batch(events)
+            except Exception:  # a bug, not an outage: exit before Faust acks the batch, so it is replayed
+                logger.exception("unexpected error; exiting without committing this batch")
+                os._exit(70)
+
+    async def featurize_batch(events: list[Any]) -> None:
+        started = time.perf_counter()
+        by_partition: dict[int, list[tuple[int, bytes | None]]] = defaultdict(list)
+        for event in events:
+            by_partition[event.message.partition].append((event.message.offset, event.message.value))
+        async with lock:
+            for partition, batch in by_partition.items():
+                result = await persistently(f"partition {partition}", lambda p=partition, b=batch: store.apply(p, b))
+                await persistently(f"publishing partition {partition}", lambda p=partition: publish(p))
+                last_activity[partition] = time.monotonic()
+                record(result)
+        metrics.CONSUMED.labels("featurizer").inc(len(events))
+        metrics.BATCH_SIZE.labels("featurizer").observe(len(events))
+        metrics.BATCH_SECONDS.labels("featurizer").observe(time.perf_counter() - started)
+
+    def record(result: BatchResult) -> None:
+        metrics.WINDOWS_EMITTED.labels("closed").inc(result.windows_closed)
+        metrics.WINDOWS_EMITTED.labels("early").inc(result.windows_early)
+        for reason, n in (("late", result.late), ("rejected", result.undecodable)):
+            if n:
+                metrics.DLQ.labels("featurizer", reason).inc(n)
+                logger.warning("%d %s flows sent to the DLQ", n, reason)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
@@ -87,12 +125,13 @@ def build_app(settings: Settings) -> faust.App:
         for partition in mine:
             idle = now - last_activity.get(partition, now) >= settings.idle_flush_seconds
             async with lock:
-                if idle and await store.open_windows(partition):
-                    result = await store.apply(partition, [], close_all=True)
+                if idle and await persistently("idle check", lambda p=partition: store.open_windows(p)):
+                    result = await persistently("idle close", lambda p=partition: store.apply(p, [], close_all=True))
                     logger.info("partition %d idle: closed %d windows", partition, result.windows_closed)
-                await publish(partition)
+                    record(result)
+                await persistently(f"publishing partition {partition}", lambda p=partition: publish(p))
 
-    return app
+    return app, health
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -100,6 +139,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    app = build_app(load_settings())
+    settings = load_settings()
+    preflight.check(settings)
+    app, health = build_app(settings)
+    metrics.serve(settings.metrics_port, health)
     faust.Worker(app, loglevel=args.log_level.upper(), quiet=True).execute_from_commandline()
     return 0

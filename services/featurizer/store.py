@@ -41,6 +41,7 @@ class BatchResult:
     undecodable: int
     duplicates: int
     windows_closed: int
+    windows_early: int
 
 
 class WindowStore:
@@ -66,7 +67,15 @@ class WindowStore:
         hwm_raw, wm_raw = await self.redis.hmget(meta, "hwm", "watermark")
         hwm = int(hwm_raw) if hwm_raw is not None else -1
         watermark = float(wm_raw) if wm_raw is not None else float("-inf")
-        plan = plan_batch(events, hwm, watermark, self.s.window_seconds, self.s.lateness_seconds)
+        plan = plan_batch(
+            events,
+            hwm,
+            watermark,
+            self.s.window_seconds,
+            self.s.lateness_seconds,
+            time.time(),
+            self.s.future_tolerance_s,
+        )
 
         stored_closing = (
             await self.redis.zrange(open_key, 0, -1)
@@ -114,12 +123,13 @@ class WindowStore:
             if ordered:
                 tx.zrem(open_key, *[k.member() for k in ordered])
                 tx.hdel(partial_key, *[k.member() for k in ordered])
-            for rejected in plan.late + plan.undecodable:
+            for rejected in plan.late + plan.undecodable + plan.invalid:
                 tx.rpush(outbox, self._dlq_frame(partition, rejected))
             tx.hset(meta, mapping={"hwm": plan.hwm, "watermark": plan.watermark, "worker": WORKER})
             self._count(tx, plan, len(ordered), emitted)
             await tx.execute()
-        return BatchResult(plan.accepted, len(plan.late), len(plan.undecodable), plan.duplicates, len(ordered))
+        rejected = len(plan.undecodable) + len(plan.invalid)
+        return BatchResult(plan.accepted, len(plan.late), rejected, plan.duplicates, len(ordered), emitted)
 
     def _emit(self, tx: aioredis.client.Pipeline, outbox: str, record: dict) -> None:
         message = serde.encode("HostWindow", record)
@@ -165,6 +175,7 @@ class WindowStore:
             ("flows_featurized", plan.accepted),
             ("flows_late", len(plan.late)),
             ("flows_undecodable", len(plan.undecodable)),
+            ("flows_invalid", len(plan.invalid)),
             ("windows_emitted", closed),
             ("windows_early", early),
         ):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common import serde
+from training.flowcheck import flow_problem
 from training.windows import window_start
 
 Flow = dict[str, Any]
@@ -48,6 +49,7 @@ class BatchPlan:
     deadlines: dict[WindowKey, float] = field(default_factory=dict)
     late: list[Rejected] = field(default_factory=list)
     undecodable: list[Rejected] = field(default_factory=list)
+    invalid: list[Rejected] = field(default_factory=list)
     duplicates: int = 0
 
     @property
@@ -56,9 +58,16 @@ class BatchPlan:
 
 
 def plan_batch(
-    events: list[tuple[int, bytes | None]], hwm: int, watermark: float, window_seconds: float, lateness: float
+    events: list[tuple[int, bytes | None]],
+    hwm: int,
+    watermark: float,
+    window_seconds: float,
+    lateness: float,
+    now: float | None = None,
+    future_tolerance: float = 3600.0,
 ) -> BatchPlan:
-    """Assign a partition's events (offset, raw Flow message), in offset order, to host windows."""
+    """Assign a partition's events (offset, raw Flow message), in offset order, to host windows.
+    Flows with impossible values, or starting beyond `now` + `future_tolerance`, are rejected."""
     plan = BatchPlan(hwm=hwm, watermark=watermark)
     for offset, value in events:
         if offset <= plan.hwm:  # already applied before a crash or rebalance: count it once only
@@ -69,6 +78,10 @@ def plan_batch(
             flow = serde.decode_as(value, "Flow")
         except serde.DecodeError as exc:
             plan.undecodable.append(Rejected(offset, value, str(exc)))
+            continue
+        problem = flow_problem(flow, now, future_tolerance)
+        if problem:
+            plan.invalid.append(Rejected(offset, value, problem))
             continue
         start = window_start(flow["first_seen"], window_seconds)
         deadline = start + window_seconds + lateness

@@ -6,6 +6,7 @@ model is trained on are the flows the collector publishes.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 from training.datasets import argus, cicids, netflow_csv, nfdump, unsw, zeek
 from training.datasets.files import open_text
 from training.datasets.rows import UnusableFileError
+from training.flowcheck import flow_problem
 
 Flow = dict[str, Any]
 
@@ -78,7 +80,16 @@ def read_flows(path: Path | str, stats: ReadStats | None = None) -> Iterator[Flo
     stats = stats if stats is not None else ReadStats()
     fmt = detect_format(path)
     reader = next(r for n, _, r, _ in READERS if n == fmt)
-    yield from reader(path, stats)
+    try:
+        for flow in reader(path, stats):
+            problem = flow_problem(flow, check_addresses=True)
+            if problem:
+                stats.flows -= 1
+                stats.drop(f"{fmt}: {problem}")
+                continue
+            yield flow
+    except (EOFError, OSError, zlib.error) as exc:  # a cut or corrupt gzip, an unreadable device
+        raise UnusableFileError(f"{path}: unreadable after {stats.rows} rows: {type(exc).__name__}: {exc}") from None
 
 
 def load_flows(paths: list[Path] | list[str], sort: bool = True) -> tuple[list[Flow], ReadStats]:
