@@ -21,7 +21,7 @@ from training.models import Detector, fit
 SCALE_FLOOR = 1e-6
 # Training inputs per member, drawn at random (seeded) when there are more: an LSTM epoch over 5,000 host
 # sequences costs seconds on a shared 2-core machine, and one fold trains a member per seed.
-MAX_TRAIN = 2000
+MAX_TRAIN = 1500
 
 
 class NeuralEnsemble(WindowDetector):
