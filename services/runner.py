@@ -72,6 +72,7 @@ class Snapshot:
     early_windows: int
     open_windows: int
     scored: int
+    rejected_windows: int
     anomalies: int
     alerter_consumed: int
     alerts: int
@@ -85,7 +86,7 @@ class Snapshot:
             self.published > 0
             and self.flows_accounted >= self.published
             and self.open_windows == 0
-            and self.scored >= self.windows + self.early_windows
+            and self.scored + self.rejected_windows >= self.windows + self.early_windows
             and self.alerter_consumed >= self.anomalies
         )
 
@@ -115,6 +116,7 @@ def snapshot(settings: Settings) -> Snapshot:
         early_windows=feat.get("windows_early", 0),
         open_windows=open_windows,
         scored=scorer.get("windows_scored", 0),
+        rejected_windows=scorer.get("windows_rejected", 0),
         anomalies=scorer.get("anomalies", 0),
         alerter_consumed=alerter.get("consumed", 0),
         alerts=alerter.get("alerts", 0),

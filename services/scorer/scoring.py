@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -9,9 +10,24 @@ from typing import Any
 import numpy as np
 
 from services.alerter.incidents import SEVERITIES
+from training.features import FEATURE_SET, N_FEATURES
 
 # Score / threshold ratios at which an anomaly becomes medium, high, critical.
 SEVERITY_STEPS = (2.0, 5.0, 20.0)
+
+
+def window_problem(window: dict[str, Any]) -> str | None:
+    """Why a host window cannot be scored, or None: the models read exactly this feature set, and one
+    NaN or infinity would make every score of its batch meaningless."""
+    if window["feature_set"] != FEATURE_SET:
+        return f"feature set {window['feature_set']!r}, the models read {FEATURE_SET!r}"
+    if len(window["features"]) != N_FEATURES:
+        return f"{len(window['features'])} features, the models read {N_FEATURES}"
+    if not all(math.isfinite(v) for v in window["features"]):
+        return "a feature is NaN or infinite"
+    if not (math.isfinite(window["window_start"]) and math.isfinite(window["window_end"])):
+        return "window times are not finite"
+    return None
 
 
 def severity(ratio: float, models_fired: int) -> str:

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from services.common import log, metrics, serde
+from services.common import kafka, log, metrics, serde
 from services.common.history import read_histories
 from services.common.pipeline import Output, StopFlag, run_loop
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, load_settings
 from services.scorer.backends import BackendResult, InProcessBackend, ModelBackend
 from services.scorer.retry import Interrupted, backoff_delays, call_with_retry
-from services.scorer.scoring import score_records
+from services.scorer.scoring import score_records, window_problem
 from services.scorer.tfserving import GrpcBackend, ModelServerUnavailable, RestBackend  # TensorFlow only when used
 from training.sequences import pad_history
 
@@ -99,11 +99,24 @@ def make_transform(
 ) -> Any:
     client = sync_redis(settings)
     scores_topic, anomalies_topic = settings.topic("scores"), settings.topic("anomalies")
+    dlq_topic = settings.topic("host-windows.dlq")
     stats = settings.key("scorer", "stats")
+
+    def rejected(window: dict[str, Any], reason: str) -> Output:
+        metrics.DLQ.labels("scorer", "invalid_window").inc()
+        value = kafka.dlq_record("scorer", reason, serde.encode("HostWindow", window), window_id=window["window_id"])
+        return Output(dlq_topic, window["host"].encode(), value)
 
     def transform(windows: list[dict[str, Any]]) -> list[Output]:
         started = time.perf_counter()
-        windows = list({w["window_id"]: w for w in windows}.values())
+        unique = {w["window_id"]: w for w in windows}.values()
+        problems = {w["window_id"]: window_problem(w) for w in unique}
+        dead = [rejected(w, problems[w["window_id"]]) for w in unique if problems[w["window_id"]]]
+        if dead:
+            client.hincrby(stats, "windows_rejected", len(dead))
+        windows = [w for w in unique if not problems[w["window_id"]]]
+        if not windows:
+            return dead
         metrics.BATCH_SIZE.labels("scorer").observe(len(windows))
         features = np.asarray([w["features"] for w in windows], dtype=np.float32)
         sequences, lengths = sequences_for(settings, client, windows)
@@ -133,7 +146,7 @@ def make_transform(
             pipe.execute()
         metrics.WINDOWS_SCORED.labels(backend_name).inc(len(windows))
         metrics.BATCH_SECONDS.labels("scorer").observe(time.perf_counter() - started)
-        return outputs
+        return dead + outputs
 
     return transform
 
