@@ -91,3 +91,16 @@ def test_early_and_closed_emissions_of_one_window_count_once_but_can_escalate() 
     incident, _ = apply_anomaly(None, early, gap_seconds=600)
     closed, send = apply_anomaly(incident, anomaly(0, "high"), gap_seconds=600)
     assert closed["anomaly_count"] == 1 and closed["severity"] == "high" and send
+
+
+def test_anomalies_that_would_break_a_sink_are_named() -> None:
+    from services.alerter.incidents import anomaly_problem
+
+    assert anomaly_problem(anomaly(0)) is None
+    bad_time = anomaly(0)
+    bad_time["score"]["window_start"] = float("inf")
+    forged = anomaly(0, host="10.0.0.7\nALERT fake line")
+    huge = anomaly(-1e18)
+    assert "not finite" in anomaly_problem(bad_time)
+    assert "control characters" in anomaly_problem(forged)
+    assert "epoch" in anomaly_problem(huge)

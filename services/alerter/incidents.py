@@ -5,11 +5,29 @@ digest interval (event time) while it goes on, not on every anomaly."""
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from typing import Any
 
 SEVERITIES = ("low", "medium", "high", "critical")
 RECENT_WINDOWS = 64  # window ids remembered per incident, so a replayed anomaly is not counted twice
+
+
+def anomaly_problem(anomaly: dict[str, Any]) -> str | None:
+    """Why an anomaly cannot become an alert, or None. Checked before it joins an incident: one
+    infinite time or a host name with control characters would break every sink it reaches."""
+    s = anomaly["score"]
+    for name in ("window_start", "window_end", "autoencoder_score", "autoencoder_threshold"):
+        if not math.isfinite(s[name]):
+            return f"{name} is not finite"
+    if not (math.isfinite(s["lstm_score"]) and math.isfinite(s["lstm_threshold"])):
+        return "lstm score is not finite"
+    if not 0 <= s["window_start"] < 2**33:  # seconds: up to the year 2242
+        return "window_start is not an epoch time"
+    host = s["host"]
+    if not host or len(host) > 255 or not host.isprintable():
+        return "host is empty, too long, or has control characters"
+    return None
 
 
 def severity_rank(severity: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.alerter.delivery import RetryPolicy, SinkWorker
-from services.alerter.incidents import apply_anomaly, to_alert
+from services.alerter.incidents import anomaly_problem, apply_anomaly, to_alert
 from services.alerter.sinks import build_sinks
 from services.alerter.spool import Spool
 from services.alerter.suppression import Rule, RuleError, first_match, load_rules
@@ -91,11 +91,18 @@ def make_transform(settings: Settings, workers: list[SinkWorker]) -> Any:
     def incident_key(role: str, host: str) -> str:
         return settings.key("incident", role, host)
 
+    dlq_topic = settings.topic("anomalies.dlq")
+
     def transform(anomalies: list[dict[str, Any]]) -> list[Output]:
         live_rules, now = rules.current(), time.time()
         suppressed: dict[str, int] = {}
-        kept = []
+        kept, dead = [], []
         for anomaly in anomalies:
+            problem = anomaly_problem(anomaly)
+            if problem:
+                value = kafka.dlq_record("alerter", problem, serde.encode("Anomaly", anomaly))
+                dead.append(Output(dlq_topic, None, value))
+                continue
             rule = first_match(live_rules, anomaly, now)
             if rule is None:
                 kept.append(anomaly)
@@ -120,6 +127,7 @@ def make_transform(settings: Settings, workers: list[SinkWorker]) -> Any:
             tx.mset({k: json.dumps(v) for k, v in incidents.items() if v is not None})
             tx.hincrby(stats, "alerts", len(alerts))
             tx.hincrby(stats, "incidents", opened)
+            tx.hincrby(stats, "invalid", len(dead))
             for rule_id, n in suppressed.items():
                 tx.hincrby(stats, "suppressed", n)
                 tx.hincrby(stats, f"suppressed:{rule_id}", n)
@@ -131,7 +139,7 @@ def make_transform(settings: Settings, workers: list[SinkWorker]) -> Any:
         # in the normal case. A failing sink is not waited for; its spool holds the alerts.
         for worker in workers:
             worker.wait_idle(settings.alert_sink_wait_s)
-        return [Output(alerts_topic, a["host"].encode(), serde.encode("Alert", a)) for a in alerts]
+        return dead + [Output(alerts_topic, a["host"].encode(), serde.encode("Alert", a)) for a in alerts]
 
     return transform
 
