@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     namespace: str = Field("", description="Prefix for topics, consumer groups and Redis keys (isolates runs)")
     partitions: int = Field(4, ge=1, description="Partitions per topic created by `stack up`")
     metrics_port: int = Field(0, ge=0, description="Port of /metrics, /healthz, /readyz (0 = off)")
-    session_timeout_s: float = Field(6.0, description="Consumer group session timeout; short for fast local joins")
+    session_timeout_s: float = Field(6.0, gt=0, description="Consumer-group session timeout (short: fast local joins)")
 
     # Collector (UDP NetFlow/IPFIX listener)
     collector_listen: str = Field("0.0.0.0:2055", description="host:port list (comma-separated) the collector binds")
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     template_hold_s: float = Field(10.0, ge=0, description="Hold data sets this long for a template not seen yet")
 
     # Featurizer
-    window_seconds: float = Field(60.0, gt=0, description="Event-time tumbling window length per host")
+    window_seconds: float = Field(60.0, ge=1, description="Event-time tumbling window length per host")
     lateness_seconds: float = Field(30.0, ge=0, description="How late (event time) a flow may arrive and still count")
     idle_flush_seconds: float = Field(3.0, gt=0, description="Close a partition's open windows after this long idle")
     future_tolerance_s: float = Field(
@@ -71,14 +71,14 @@ class Settings(BaseSettings):
     early_emit_flows: int = Field(50, ge=0, description="Emit an open window early at N, 2N, 4N... flows (0 = off)")
     early_emit_seconds: float = Field(20.0, ge=0, description="...and every this many event-time seconds (0 = off)")
     history_windows: int = Field(8, ge=1, description="K: the host's last windows the LSTM reads")
-    host_ttl_seconds: int = Field(86400, description="Forget a host's window history after this long quiet")
+    host_ttl_seconds: int = Field(86400, gt=0, description="Forget a host's window history after this long quiet")
     featurizer_batch: int = Field(2000, ge=1, description="Flows per featurizer batch")
-    featurizer_batch_wait_s: float = Field(0.2, description="Max wait to fill a featurizer batch")
+    featurizer_batch_wait_s: float = Field(0.2, gt=0, description="Max wait to fill a featurizer batch")
 
     # Scorer
     models_dir: Path = Field(Path("models"), description="TF-Serving layout: models/<name>/<version>/")
     scorer_batch: int = Field(512, ge=1, description="Max host windows per scoring batch")
-    scorer_batch_wait_s: float = Field(0.2, description="Max wait to fill a scoring batch")
+    scorer_batch_wait_s: float = Field(0.2, gt=0, description="Max wait to fill a scoring batch")
     explain_top: int = Field(3, ge=1, description="Features named in an anomaly's explanation")
     scorer_backend: Literal["inprocess", "grpc", "rest"] = Field(
         "inprocess", description="Model backend: SavedModels in this process, or TF-Serving over gRPC or REST"
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     # Alerter
     alerts_file: Path = Field(Path("alerts.jsonl"), description="JSONL sink path")
     alerts_stdout: bool = Field(True, description="Also print each alert as one line on stdout")
-    incident_gap_seconds: float = Field(600.0, description="Anomalies of a host closer than this join one incident")
+    incident_gap_seconds: float = Field(600.0, ge=0, description="Anomalies of a host this close join one incident")
     alert_sinks: str = Field("jsonl", description="Comma-separated sinks: jsonl, stdout, syslog, hec, elastic, webhook")
     alert_digest_seconds: float = Field(3600.0, ge=0, description="Re-send an ongoing incident this often (0 = off)")
     suppression_file: str = Field("", description="YAML file of suppression rules (empty = none)")
