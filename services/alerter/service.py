@@ -22,7 +22,7 @@ from services.alerter.incidents import anomaly_problem, apply_anomaly, to_alert
 from services.alerter.sinks import build_sinks
 from services.alerter.spool import Spool
 from services.alerter.suppression import Rule, RuleError, first_match, load_rules
-from services.common import kafka, log, serde
+from services.common import kafka, log, preflight, serde
 from services.common.metrics import ERRORS, INCIDENTS, SUPPRESSED, Health, serve
 from services.common.pipeline import Output, StopFlag, run_loop
 from services.common.redis_client import sync_redis
@@ -151,6 +151,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     log.setup("alerter")
+    preflight.check(settings)
     stop = StopFlag().install()
     health = Health()
     serve(settings.metrics_port, health)

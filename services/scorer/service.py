@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from services.common import kafka, log, metrics, serde
+from services.common import kafka, log, metrics, preflight, serde
 from services.common.history import read_histories
 from services.common.pipeline import Output, StopFlag, run_loop
 from services.common.redis_client import sync_redis
@@ -158,6 +158,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     logger = log.setup("scorer")
+    preflight.check(settings)
     health = metrics.Health()
     metrics.serve(settings.metrics_port, health)
     backend = make_backend(settings, args.models)
