@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.common import kafka, log, serde
+from confluent_kafka import Consumer
+
+from services.common import kafka, log, metrics, serde
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings
 
@@ -44,6 +47,21 @@ class StopFlag:
         return self.event.is_set()
 
 
+LAG_EVERY_S = 5.0  # a watermark query per partition: cheap, but not per batch
+
+
+def consumer_lag(consumer: Consumer) -> int:
+    """Messages between the committed offsets and the ends of the assigned partitions."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return 0
+    lag = 0
+    for tp in consumer.committed(assigned, timeout=5):
+        _, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        lag += max(0, high - tp.offset) if tp.offset >= 0 else high
+    return lag
+
+
 def run_loop(
     settings: Settings,
     service: str,
@@ -61,8 +79,12 @@ def run_loop(
     stats_key = settings.key(service, "stats")
     dlq = settings.topic(f"{input_topic}.dlq")
     logger.info("consuming %s", settings.topic(input_topic))
+    lag_checked = 0.0
     try:
         while not stop.is_set():
+            if time.monotonic() - lag_checked >= LAG_EVERY_S:
+                metrics.LAG.labels(service).set(consumer_lag(consumer))
+                lag_checked = time.monotonic()
             messages = consumer.consume(batch_size, batch_wait_s)
             if not messages:
                 continue
@@ -78,16 +100,19 @@ def run_loop(
                     reason = f"undecodable {schema}: {exc}"
                     record = kafka.dlq_record(service, reason, m.value(), m.topic(), m.partition(), m.offset())
                     producer.produce(dlq, record)
+                    metrics.DLQ.labels(service, "undecodable").inc()
             outputs = transform(records) if records else []
             for out in outputs:
                 while True:
                     try:
                         producer.produce(out.topic, out.value, out.key)
+                        metrics.PRODUCED.labels(service, out.topic).inc()
                         break
                     except BufferError:
                         producer.poll(0.05)
             kafka.drain(producer)
             redis.hincrby(stats_key, "consumed", len(records))
+            metrics.CONSUMED.labels(service).inc(len(records))
             if rejected:
                 redis.hincrby(stats_key, "dlq", rejected)
             consumer.commit(asynchronous=False)

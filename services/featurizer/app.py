@@ -76,6 +76,7 @@ def build_app(settings: Settings) -> tuple[faust.App, metrics.Health]:
         for topic, key, value in entries:
             out = outputs.setdefault(topic, app.topic(topic, **raw))
             pending.append(await out.send(key=key or None, value=value))
+            metrics.PRODUCED.labels("featurizer", topic).inc()
         await asyncio.gather(*pending)
         await store.outbox_delivered(partition, len(entries))
 
