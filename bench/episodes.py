@@ -1,6 +1,6 @@
 """Real attack episodes for time-to-alert: packet captures turned into NetFlow by softflowd and decoded by
 our own decoders, and a Zeek log of a port scan. Each episode is cut to its busiest 30 s of event time,
-and every injection gets fresh addresses for its attacker and victim so that each is a new incident."""
+and every injection gets fresh addresses so that each is a new incident."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ class Episode:
     name: str  # scan, flood, bruteforce
     source: str  # the capture it came from
     flows: list[Flow]  # sorted by first_seen
-    attacker: str
-    victim: str
 
     @property
     def span(self) -> float:
@@ -87,14 +84,9 @@ def busiest(flows: list[Flow], seconds: float = PEAK_SECONDS) -> list[Flow]:
 
 
 def episode(name: str, source: Path, flows: list[Flow]) -> Episode:
-    """The attacker is the busiest source, the victim the busiest destination of the attack's peak."""
-    peak = busiest(flows)
-    attacker = Counter(f["src_addr"] for f in peak).most_common(1)[0][0]
-    victim = Counter(f["dst_addr"] for f in peak if f["src_addr"] == attacker).most_common(1)[0][0]
-    if name == "flood":  # spoofed sources: the one constant host is the victim; name it the attacker too
-        victim = Counter(f["dst_addr"] for f in peak).most_common(1)[0][0]
-        attacker = victim
-    return Episode(name, source.name, peak, attacker, victim)
+    if not flows:
+        raise ValueError(f"{source}: no flows")
+    return Episode(name, source.name, busiest(flows))
 
 
 def load_episodes(pcaps: Path, scan_log: Path) -> list[Episode]:
@@ -110,16 +102,27 @@ def load_episodes(pcaps: Path, scan_log: Path) -> list[Episode]:
 
 
 def injection(ep: Episode, n: int, start: float) -> tuple[list[Flow], set[str]]:
-    """The episode's flows moved to begin at `start`, its attacker and victim renamed to addresses of
-    injection `n` (198.18.0.0/15, the benchmarking range of RFC 2544); returns the flows and those hosts."""
-    base = int(ipaddress.ip_address("198.18.0.0")) + 4 * n
-    names = {ep.attacker: str(ipaddress.ip_address(base + 1)), ep.victim: str(ipaddress.ip_address(base + 2))}
+    """The episode's flows moved to begin at `start`, every address renamed into 10.(100+n).0.0/16, so
+    each injection is new hosts (a spoofed flood's thousands of sources too); returns the flows and the
+    renamed source addresses, the hosts an alert about this injection can name (windows are per source)."""
+    if not 0 <= n < 150:
+        raise ValueError("injection number must be in 0..149")
+    base = int(ipaddress.ip_address(f"10.{100 + n}.0.0"))
+    names: dict[str, str] = {}
+
+    def rename(addr: str) -> str:
+        if addr not in names:
+            if len(names) >= 65534:
+                raise ValueError(f"{ep.name}: more than 65,534 addresses")
+            names[addr] = str(ipaddress.ip_address(base + 1 + len(names)))
+        return names[addr]
+
     shift = start - ep.flows[0]["first_seen"]
     out = [
         {
             **f,
-            "src_addr": names.get(f["src_addr"], f["src_addr"]),
-            "dst_addr": names.get(f["dst_addr"], f["dst_addr"]),
+            "src_addr": rename(f["src_addr"]),
+            "dst_addr": rename(f["dst_addr"]),
             "first_seen": f["first_seen"] + shift,
             "last_seen": max(f["first_seen"], f["last_seen"]) + shift,
             "label": "malicious",
@@ -127,4 +130,4 @@ def injection(ep: Episode, n: int, start: float) -> tuple[list[Flow], set[str]]:
         }
         for f in ep.flows
     ]
-    return out, set(names.values())
+    return out, {f["src_addr"] for f in out}

@@ -6,11 +6,13 @@ On a dedicated embedded stack (its own Tansu broker, a fresh namespace):
 3. pipeline drain (b): featurizer, scorer and alerter consume the same preloaded records; py-spy profiles
    each service meanwhile; flows/s through the featurizer (the first stage: every flow passes it) and
    the time until the last anomaly reached the alerter;
-4. sustained rate: `flowsentinel replay --rate` steps at 0.5, 0.8, 1.0 and 1.25 x the drain rate; a
-   step is sustained when the replay achieved its rate and the featurizer's lag did not keep growing;
+4. sustained rate: `flowsentinel replay --rate` steps from 0.5 to 1.15 x the drain rate, up to the first
+   that is not sustained: a step is when the replay achieved its rate and the featurizer's lag did not
+   keep growing;
 5. time-to-alert: background load at half the sustained rate while real attack episodes (a port scan,
    a SYN flood, an SSH brute force, from ../shared/data) are injected with fresh addresses and times
-   shifted to now; latency = first flow of an episode published -> first alert naming its host.
+   shifted to now; latency = first flow of an episode published -> first alert naming one of its hosts;
+6. scaling: the featurizer alone with 1 and then 2 worker processes.
 CPU s per 1,000 flows and peak RSS come from /proc of each service's process group.
 
     PYTHONPATH=. python bench/pipeline_bench.py [--flows 100000] [--no-docs]
@@ -25,6 +27,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,7 +60,7 @@ BENCH = REPO_ROOT / "bench"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 SHARED = REPO_ROOT.parent / "shared" / "data"
 SCAN_LOG = SHARED / "stratosphere" / "002-zeek-scenario-port-scanning.conn.log"
-RAMP = (0.5, 0.8, 1.0, 1.25)
+RAMP = (0.5, 0.65, 0.8, 0.9, 1.0, 1.15)
 BEGIN, END = "<!-- pipeline_bench: begin (generated) -->", "<!-- pipeline_bench: end -->"
 AIM_RATE, AIM_P99 = 20_000, 2.0
 
@@ -100,7 +103,8 @@ class Run:
             out["redis"] = group_usage(self.info.redis.pid)
         return out
 
-    def close(self) -> None:
+    def close(self, keep: bool) -> None:
+        """Stops everything; the run folder (logs, alerts) stays only when `keep` (after a failure)."""
         for proc in self.services.values():
             runner.stop_process(proc)
         r = sync_redis(self.settings)
@@ -109,6 +113,10 @@ class Run:
         for i in range(0, len(keys), 500):
             r.delete(*keys[i : i + 500])
         stack.stop_stack(self.base)
+        if keep:
+            self.console.print(f"logs kept in {self.dir}/logs")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, run: Run, poll: float = 0.2) -> float:
@@ -316,7 +324,8 @@ class AlertWatcher(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        offset, partial = 0, b""
+        # Alerts written before the watch began are not about what is injected after it.
+        offset, partial = (self.path.stat().st_size if self.path.exists() else 0), b""
         while not self.stop.is_set():
             if self.path.exists():
                 with self.path.open("rb") as f:
@@ -332,12 +341,28 @@ class AlertWatcher(threading.Thread):
             time.sleep(0.02)
 
 
+def injection_starts(eps: list[episodes.Episode], rounds: int, gap: float) -> list[tuple[float, episodes.Episode]]:
+    """(offset s, episode) of each injection: grouped by episode, one every `gap` s; a flood (a flow per
+    spoofed packet, thousands a second) only after the previous injection ended and last, so that its
+    volume does not delay the alerts of the others."""
+    out: list[tuple[float, episodes.Episode]] = []
+    at, end = 0.0, 0.0
+    for ep in sorted(eps, key=lambda e: e.name == "flood"):
+        for _ in range(rounds):
+            if out:
+                at = max(at + gap, end + gap) if ep.name == "flood" else at + gap
+            out.append((at, ep))
+            end = max(end, at + ep.span)
+    return out
+
+
 def time_to_alert(run: Run, eps: list[episodes.Episode], background: float, rounds: int, gap: float) -> dict:
-    """Injects rounds x len(eps) episodes, one every `gap` s, each published as an exporter would send it:
-    a flow when it ends, at most 20 s after it starts (an active timeout within the featurizer's lateness)."""
+    """Injects the episodes under background load, each flow published as an exporter would send it: when
+    it ends, at most 20 s after it starts (an active timeout within the featurizer's lateness)."""
+    plan = injection_starts(eps, rounds, gap)
+    total_s = max(at + ep.span for at, ep in plan) + 90
     watcher = AlertWatcher(run.settings.alerts_file)
     watcher.start()
-    total_s = rounds * len(eps) * gap + max(e.span for e in eps) + 60
     files = [str(f) for f in sample_files(REPLAY_CAPTURES)]
     run.start("replay", "--rate", str(background), "--duration", str(total_s), *files)
     published0 = runner.snapshot(run.settings).published
@@ -346,34 +371,39 @@ def time_to_alert(run: Run, eps: list[episodes.Episode], background: float, roun
     t0 = time.time() + 1
     schedule: list[tuple[float, int, dict]] = []
     injected = []
-    # Grouped by episode, the flood last: its own volume (a flow per spoofed packet) would otherwise
-    # delay the alerts of the episodes injected after it.
-    order = [ep for ep in sorted(eps, key=lambda e: e.name == "flood") for _ in range(rounds)]
-    for i, ep in enumerate(order):
-        flows, hosts = episodes.injection(ep, i, t0 + i * gap)
-        injected.append({"episode": ep.name, "source": ep.source, "flows": len(flows), "hosts": sorted(hosts)})
+    for i, (at, ep) in enumerate(plan):
+        flows, hosts = episodes.injection(ep, i, t0 + at)
+        injected.append({"episode": ep.name, "source": ep.source, "flows": len(flows), "hosts": hosts})
         schedule += [(min(f["last_seen"], f["first_seen"] + 20.0), i, f) for f in flows]
     schedule.sort(key=lambda s: s[0])
     publisher, first_sent = FlowPublisher(run.settings), {}
     redis = sync_redis(run.settings)
-    for due, i, flow in schedule:
-        delay = due - time.time()
-        if delay > 0:
+    k = 0
+    while k < len(schedule):
+        now = time.time()
+        if schedule[k][0] > now:
             publisher.producer.poll(0)
-            time.sleep(delay)
-        publisher.publish([flow])
-        first_sent.setdefault(i, time.time())
-        redis.hincrby(run.settings.key("collector", "stats"), "flows_published", 1)
+            time.sleep(min(0.01, schedule[k][0] - now))
+            continue
+        due = k
+        while due < len(schedule) and schedule[due][0] <= now:  # everything due goes in one batch
+            due += 1
+        publisher.publish(flow for _, _, flow in schedule[k:due])
+        sent = time.time()
+        for _, i, _ in schedule[k:due]:
+            first_sent.setdefault(i, sent)
+        redis.hincrby(run.settings.key("collector", "stats"), "flows_published", due - k)
+        k = due
     publisher.close()
     deadline = time.time() + 60
-    while time.time() < deadline and not all(set(inj["hosts"]) & watcher.first.keys() for inj in injected):
+    while time.time() < deadline and not all(inj["hosts"] & watcher.first.keys() for inj in injected):
         run.check()
         time.sleep(0.5)
     watcher.stop.set()
     runner.stop_process(run.services.pop("replay"))
     wait_for("lag back to zero after the injections", lambda: lag(run) <= 0, 600, run, 0.5)
     for i, inj in enumerate(injected):
-        seen = [watcher.first[h] for h in inj["hosts"] if h in watcher.first]
+        seen = [watcher.first[h] for h in inj.pop("hosts") if h in watcher.first]
         inj["latency_s"] = round(min(seen) - first_sent[i], 3) if seen else None
     return {"background_flows_per_s": background, "injections": injected, **latency_stats(injected)}
 
@@ -413,7 +443,7 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flows", type=int, default=100_000, help="records preloaded for the drain measurements")
-    parser.add_argument("--step-seconds", type=float, default=20.0, help="length of one rate-ramp step")
+    parser.add_argument("--step-seconds", type=float, default=15.0, help="length of one rate-ramp step")
     parser.add_argument("--rounds", type=int, default=3, help="injections of each attack episode")
     parser.add_argument("--gap", type=float, default=4.0, help="seconds between injections")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
@@ -427,6 +457,7 @@ def main() -> None:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     run = Run(console)
+    failed = True
     try:
         models, how = models_dir(run)
         console.print(f"models: {how}")
@@ -457,8 +488,9 @@ def main() -> None:
         usage = run.usage()
         results["peak_rss_mb"] = {name: round(u.peak_rss_mb, 1) for name, u in usage.items()}
         results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        failed = False
     finally:
-        run.close()
+        run.close(keep=failed)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"wrote {args.json}")
     console.print(render(results, AIM_RATE, AIM_P99))

@@ -77,7 +77,7 @@ def render(res: dict[str, Any], aim_rate: int, aim_p99: float) -> str:
             f"Time-to-alert under {tta['background_flows_per_s']:,.0f} flows/s of background load; "
             f"{tta['missed']} of {len(tta['injections'])} injections raised no alert within 60 s:",
             "",
-            "| episode | from | injected | alerted | p50 s | p95 s | max s |",
+            "| episode | from | injected | alerted | p50 s | p95 s | p99 s |",
             "|---|---|---|---|---|---|---|",
         ]
         lines += [
