@@ -70,7 +70,11 @@ class Rsyslog:
         )
 
     def lines(self) -> list[str]:
-        return self.out.read_text().splitlines() if self.out.exists() else []
+        """Complete lines only: rsyslog may be half-way through writing the last one."""
+        if not self.out.exists():
+            return []
+        text = self.out.read_text()
+        return text[: text.rfind("\n") + 1].splitlines()
 
     def wait_ready(self) -> None:
         # Ready when a UDP probe has gone through the ruleset to the file (TCP listens by then too).
