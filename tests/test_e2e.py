@@ -20,9 +20,7 @@ def test_sample_flows_all_the_way_to_alerts(settings: Settings, trained_models, 
     settings = settings.model_copy(update={"models_dir": trained_models})
     flows, _ = load_flows([CAPTURE])
     offline = {w["window_id"] for w in build_windows(flows, settings.window_seconds)}
-    malicious_windows = {
-        w["window_id"] for w in build_windows(flows, settings.window_seconds) if w["malicious_flows"]
-    }
+    malicious_windows = {w["window_id"] for w in build_windows(flows, settings.window_seconds) if w["malicious_flows"]}
     with (
         run_service(settings, "featurizer") as featurizer,
         run_service(settings, "scorer") as scorer,

@@ -16,7 +16,7 @@ def test_decode_names_what_is_wrong() -> None:
     good = serde.encode("Flow", flow[0])
     cases = {
         b"": "too short",
-        b"{\"json\": 1}": "not Avro single-object",
+        b'{"json": 1}': "not Avro single-object",
         b"\xc3\x01" + b"\x00" * 8 + b"x": "unknown schema fingerprint",
         good[:-3]: "corrupt Flow body",
         good + b"\x00": "trailing bytes",
