@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.common.settings import load_settings
 from training.detectors import DETECTORS, DetectorConfig, create
 from training.evaluation.data import SPLIT_FUNCTIONS, describe, load_capture
 from training.evaluation.harness import pool, run_fold
 from training.evaluation.report import write_report
 from training.evaluation.runinfo import copy_data, report_dir, run_id, run_record, table
-from training.train_cli import DEFAULT_FPR, _fpr, _positive_int
+from training.train_cli import DEFAULT_FPR, _fpr, _positive_int, settings_from_args
 
 DEFAULT_SEEDS = (0, 1, 2)
 COPY_DATA_MAX_BYTES = 2_000_000
@@ -42,13 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
-    overrides: dict[str, Any] = {}
-    if args.window_seconds is not None:
-        overrides["window_seconds"] = args.window_seconds
-    if args.history is not None:
-        overrides["history_windows"] = args.history
     try:
-        settings = load_settings(**overrides)
+        settings = settings_from_args(args)
         config = DetectorConfig(seeds=tuple(args.seeds), epochs=args.epochs, history_windows=settings.history_windows)
         rid = run_id("compare")
         out = report_dir(args.report, rid)

@@ -298,6 +298,16 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings with --window-seconds and --history applied where given (train and compare share them)."""
+    overrides: dict[str, Any] = {}
+    if args.window_seconds is not None:
+        overrides["window_seconds"] = args.window_seconds
+    if args.history is not None:
+        overrides["history_windows"] = args.history
+    return load_settings(**overrides)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", type=Path, required=True, metavar="FILE", help="flow files (Zeek conn logs)")
     p.add_argument("--out", type=Path, default=None, help="models folder (TF-Serving layout); default from settings")
@@ -311,13 +321,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
-    overrides: dict[str, Any] = {}
-    if args.window_seconds is not None:
-        overrides["window_seconds"] = args.window_seconds
-    if args.history is not None:
-        overrides["history_windows"] = args.history
     try:
-        settings = load_settings(**overrides)
+        settings = settings_from_args(args)
         result = train_and_export(
             args.data,
             args.out or settings.models_dir,
