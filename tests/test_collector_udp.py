@@ -24,6 +24,7 @@ from services.collector.capture import read_datagrams
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings
 from tests.conftest import RunService
+from tests.net import udp_queue_bytes
 from tests.paths import REPO, SHARED_DATA, needs_shared
 
 VECTORS = REPO / "tests" / "vectors"
@@ -35,17 +36,6 @@ def _free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def _udp_queue(port: int) -> int | None:
-    """Bytes waiting on the UDP socket bound to 127.0.0.1:port (None: none bound). Read from /proc/net/udp:
-    probing by binding the port could win the race and keep the process under test from binding it."""
-    local = f"0100007F:{port:04X}"
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == local:
-            return int(fields[4].split(":")[1], 16)
-    return None
-
-
 def _wait_until(condition: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -55,7 +45,7 @@ def _wait_until(condition: Callable[[], bool], proc: subprocess.Popen[bytes], wh
 
 
 def _wait_bound(port: int, proc: subprocess.Popen[bytes]) -> None:
-    _wait_until(lambda: _udp_queue(port) is not None, proc, f"a socket on 127.0.0.1:{port}")
+    _wait_until(lambda: udp_queue_bytes(port) is not None, proc, f"a socket on 127.0.0.1:{port}")
 
 
 def _send(datagrams: list[tuple[str, bytes]], port: int) -> None:
@@ -167,7 +157,7 @@ def nfdump_flows(datagrams: list[tuple[str, bytes]], workdir: Path) -> list[dict
     try:
         _wait_bound(port, proc)
         _send(datagrams, port)
-        _wait_until(lambda: _udp_queue(port) == 0, proc, "nfcapd to read the export")  # it writes on SIGTERM
+        _wait_until(lambda: udp_queue_bytes(port) == 0, proc, "nfcapd to read the export")  # it writes on SIGTERM
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -32,6 +32,7 @@ from services.common import serde
 from services.common.settings import Settings
 from services.common.stack import free_port
 from tests.conftest import RunService
+from tests.net import udp_queue_bytes
 from tests.paths import REPO, SHARED_DATA, needs_shared
 from training.datasets import READERS, ReadStats, UnknownFormatError, UnusableFileError, detect_format, read_flows
 from training.datasets import rows as rowlib
@@ -430,17 +431,6 @@ def netflow_tools() -> None:
         pytest.skip(f"{', '.join(missing)} not installed (Debian packages softflowd, nfdump)")
 
 
-def udp_socket_state(port: int) -> int | None:
-    """Bytes waiting in the receive queue of the UDP socket bound to 127.0.0.1:port (None: nothing bound),
-    from /proc: probing by binding would race nfcapd."""
-    local = f"0100007F:{port:04X}"
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == local:
-            return int(fields[4].split(":")[1], 16)
-    return None
-
-
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     for _ in range(400):
         if condition():
@@ -461,7 +451,7 @@ def test_nfdump_csv_made_from_real_pcap(tmp_path: Path, netflow_tools: None) -> 
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: udp_socket_state(port) is not None, f"nfcapd to bind 127.0.0.1:{port}")
+        wait_for(lambda: udp_queue_bytes(port) is not None, f"nfcapd to bind 127.0.0.1:{port}")
         pcap = SHARED_DATA / "pcaps" / "malicious-ssh-bruteforce.pcap"
         cmd = [
             "softflowd",
@@ -480,7 +470,7 @@ def test_nfdump_csv_made_from_real_pcap(tmp_path: Path, netflow_tools: None) -> 
         ]
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
         # softflowd has sent everything; nfcapd must read it all before it is stopped.
-        wait_for(lambda: udp_socket_state(port) == 0, "nfcapd to read the export")
+        wait_for(lambda: udp_queue_bytes(port) == 0, "nfcapd to read the export")
     finally:
         collector.send_signal(signal.SIGTERM)  # nfcapd writes its file when told to stop
         collector.wait(timeout=30)
