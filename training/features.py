@@ -1,10 +1,15 @@
 """The window features: ONE module that the streaming featurizer and training both call, so a model
 never sees features at serving time that differ from those it was trained on.
 
-A host window is the flows one host started (role "src") within one event-time tumbling window.
-Every feature is a pure function of that window's flows and order-independent: sums are exact
-(math.fsum) and times are sorted, so the featurizer (flows in partition order) and training (flows
-in file order) compute bit-identical vectors.
+A host window is the flows one host took part in within one event-time tumbling window, in one role:
+"src", the flows it started (a scanner, a bot, a brute-forcer), or "dst", the flows it received (the
+victim of a flood, a scanned server). The role decides only who the peer is and which direction is
+"out": peer addresses and bytes/packets are taken from the host's side. Everything that describes the
+connection itself (ports: the service port is dst_port whoever looks; protocol; TCP flags; whether the
+responder replied; times) reads the same in both roles, so "half-open connections" means the same thing
+to a scanner and to its victim. Every feature is a pure function of that window's flows and
+order-independent: sums are exact (math.fsum) and times are sorted, so the featurizer (flows in
+partition order) and training (flows in file order) compute bit-identical vectors.
 """
 
 from __future__ import annotations
@@ -20,20 +25,21 @@ FEATURE_SET = "v1"
 TCP, UDP, ICMP, ICMP6 = 6, 17, 1, 58
 SYN, RST, ACK = 2, 4, 16
 
-# name: one-line meaning. Order is the vector order the models are trained on.
+# name: one-line meaning. Order is the vector order the models are trained on. "Peer": the other end
+# (src role: the hosts it contacted; dst role: the hosts that contacted it).
 FEATURES: dict[str, str] = {
-    "flow_count": "flows the host started in the window",
-    "bytes_out": "bytes sent to its peers (src -> dst)",
-    "bytes_in": "bytes its peers sent back",
-    "packets_out": "packets sent",
-    "packets_in": "packets received back",
+    "flow_count": "flows in the window (src: started by the host; dst: received by it)",
+    "bytes_out": "bytes the host sent to its peers",
+    "bytes_in": "bytes its peers sent to it",
+    "packets_out": "packets the host sent",
+    "packets_in": "packets it received",
     "bytes_per_packet_out": "mean size of packets sent",
     "bytes_per_packet_in": "mean size of packets received",
     "duration_mean": "mean flow duration, seconds",
     "duration_max": "longest flow, seconds",
-    "distinct_dst_addrs": "distinct peers contacted (scans, spreading)",
-    "distinct_dst_ports": "distinct destination ports (vertical scans)",
-    "distinct_src_ports": "distinct source ports used",
+    "distinct_dst_addrs": "distinct peers (src: scans, spreading; dst: many sources, as in a (spoofed) flood)",
+    "distinct_dst_ports": "distinct service ports (src: vertical scans; dst: its own ports probed)",
+    "distinct_src_ports": "distinct client ports (many for a flood or a scan with random source ports)",
     "dst_port_entropy": "Shannon entropy of destination ports, bits",
     "flows_per_dst": "flows per distinct peer (brute force, floods: many flows to few peers)",
     "share_tcp": "share of TCP flows",
@@ -55,17 +61,26 @@ def _entropy(counts: Counter[Any], total: int) -> float:
     return -math.fsum((c / total) * math.log2(c / total) for c in sorted(counts.values()))
 
 
-def window_features(flows: Sequence[Flow]) -> list[float]:
+# role -> (peer address field, the host's sent bytes/packets fields, its received ones)
+ROLE_FIELDS: dict[str, tuple[str, str, str, str, str]] = {
+    "src": ("dst_addr", "bytes", "packets", "bytes_rev", "packets_rev"),
+    "dst": ("src_addr", "bytes_rev", "packets_rev", "bytes", "packets"),
+}
+ROLES: tuple[str, ...] = tuple(ROLE_FIELDS)
+
+
+def window_features(flows: Sequence[Flow], role: str = "src") -> list[float]:
     """The feature vector of one host window, in FEATURE_NAMES order."""
     n = len(flows)
     if n == 0:
         return [0.0] * N_FEATURES
-    bytes_out = sum(f["bytes"] for f in flows)
-    bytes_in = sum(f["bytes_rev"] for f in flows)
-    packets_out = sum(f["packets"] for f in flows)
-    packets_in = sum(f["packets_rev"] for f in flows)
+    peer, sent_bytes, sent_packets, recv_bytes, recv_packets = ROLE_FIELDS[role]
+    bytes_out = sum(f[sent_bytes] for f in flows)
+    bytes_in = sum(f[recv_bytes] for f in flows)
+    packets_out = sum(f[sent_packets] for f in flows)
+    packets_in = sum(f[recv_packets] for f in flows)
     durations = [max(0.0, f["last_seen"] - f["first_seen"]) for f in flows]
-    dst_addrs = {f["dst_addr"] for f in flows}
+    dst_addrs = {f[peer] for f in flows}
     dst_ports: Counter[int] = Counter(f["dst_port"] for f in flows)
     protocols = Counter(f["protocol"] for f in flows)
     tcp = [f for f in flows if f["protocol"] == TCP]

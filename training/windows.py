@@ -12,6 +12,8 @@ from training.features import FEATURE_SET, window_features
 
 Flow = dict[str, Any]
 
+HOST_FIELD = {"src": "src_addr", "dst": "dst_addr"}  # role -> the flow field naming the window's host
+
 
 def window_start(ts: float, window_seconds: float) -> float:
     return math.floor(ts / window_seconds) * window_seconds
@@ -36,7 +38,7 @@ def host_window(
         "flow_count": len(flows),
         "first_flow_seen": min(f["first_seen"] for f in flows),
         "feature_set": FEATURE_SET,
-        "features": window_features(flows),
+        "features": window_features(flows, role),
         "emitted_at": emitted_at,
         "malicious_flows": sum(1 for f in labelled if f["label"] == "malicious"),
         "labelled_flows": len(labelled),
@@ -45,10 +47,12 @@ def host_window(
 
 
 def build_windows(flows: Iterable[Flow], window_seconds: float, role: str = "src") -> list[dict[str, Any]]:
-    """All closed host windows of a flow list, ordered by host then time (offline twin of the featurizer)."""
+    """All closed host windows of a flow list in one role, ordered by host then time (offline twin of the
+    featurizer)."""
+    address = HOST_FIELD[role]
     groups: dict[tuple[str, float], list[Flow]] = defaultdict(list)
     for f in flows:
-        host = f["src_addr"] if role == "src" else f["dst_addr"]
+        host = f[address]
         groups[(host, window_start(f["first_seen"], window_seconds))].append(f)
     return [
         host_window(host, role, start, window_seconds, groups[(host, start)], True, 0.0)
