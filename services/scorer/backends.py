@@ -3,8 +3,10 @@
 `ModelBackend` is transport-neutral so that the in-process SavedModel backend here and the TF-Serving
 gRPC/REST backends (services.scorer.tfserving) are interchangeable: all call the `serving_default`
 signature of the same exported models (models/<name>/<version>/, written by `flowsentinel train`) and
-return a BackendResult. The model card always comes from the version folder of the models that made
-the scores, so threshold, features and version travel together whichever backend scored.
+return a BackendResult. Each window role has its own pair of models (`model_name`): a batch is scored
+one role at a time, and a role whose models are not there raises ModelsNotFoundError for that role
+only. The model card always comes from the version folder of the models that made the scores, so
+threshold, features and version travel together whichever backend scored.
 Reading that layout (versions, cards) lives here and needs no TensorFlow, so a tool that only asks
 "is a model exported?" stays light; training.export writes the layout with the same names.
 """
@@ -20,9 +22,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from training.features import FEATURE_NAMES, FEATURE_SET
+from training.features import FEATURE_NAMES, FEATURE_SET, ROLES
 
-MODEL_NAMES = ("autoencoder", "lstm")
+MODEL_KINDS = ("autoencoder", "lstm")
 CARD_FILE = "model_card.json"
 # Rows per signature call: bounds the memory of one call whatever the scorer's batch size.
 CALL_BATCH = 4096
@@ -30,12 +32,29 @@ CALL_BATCH = 4096
 log = logging.getLogger(__name__)
 
 
+def model_name(kind: str, role: str) -> str:
+    """The served name of a role's model: the src models keep the names they always had ("autoencoder",
+    "lstm", as deploy configs and dashboards know them); another role's are "<kind>-<role>"."""
+    return kind if role == "src" else f"{kind}-{role}"
+
+
+def role_models(role: str) -> tuple[str, str]:
+    """(autoencoder name, LSTM name) of one role."""
+    autoencoder, lstm = (model_name(kind, role) for kind in MODEL_KINDS)
+    return autoencoder, lstm
+
+
+MODEL_NAMES = tuple(name for role in ROLES for name in role_models(role))
+MODEL_ROLES = {name: role for role in ROLES for name in role_models(role)}  # model name -> the role it scores
+
+
 class ModelsNotFoundError(FileNotFoundError):
-    """No exported model (or no card) where the scorer looks for one."""
+    """No exported (or served) model, or no card, where the scorer looks for one."""
 
 
 @dataclass(frozen=True)
 class BackendResult:
+    role: str  # whose models scored: cards and versions are of role_models(role)
     autoencoder_scores: np.ndarray  # (N,)
     autoencoder_feature_errors: np.ndarray  # (N, F)
     lstm_scores: np.ndarray  # (N,)
@@ -47,8 +66,9 @@ class BackendResult:
 class ModelBackend(Protocol):
     name: str  # "inprocess", "grpc", "rest": the label of its metrics
 
-    def score(self, windows_features: np.ndarray, sequences: np.ndarray) -> BackendResult:
-        """Score N window vectors (N, F) with the autoencoder and their sequences (N, K, F) with the LSTM."""
+    def score(self, windows_features: np.ndarray, sequences: np.ndarray, role: str = "src") -> BackendResult:
+        """Score N window vectors (N, F) of one role with its autoencoder and their sequences (N, K, F) with its
+        LSTM. Raises ModelsNotFoundError when that role's models are not exported (or not served)."""
         ...
 
 
@@ -87,6 +107,12 @@ def versioned_card(models_dir: Path, name: str, version: int) -> dict[str, Any]:
     check_card(card, path)
     if int(card.get("version", -1)) != version:
         raise ValueError(f"{path}: its model card says version {card.get('version')!r}")
+    # Cards written before windows had roles carry none: those models were trained on src windows.
+    if card.get("role", "src") != MODEL_ROLES.get(name):
+        raise ValueError(
+            f"{path}: its model card says it was trained on {card.get('role', 'src')} windows, but {name} scores "
+            f"{MODEL_ROLES.get(name)} windows"
+        )
     return card
 
 
@@ -104,8 +130,10 @@ def expected_shape(card: dict[str, Any]) -> tuple[int, ...]:
     return tuple(card["signature"]["input"]["shape"][1:])
 
 
-def check_inputs(windows_features: np.ndarray, sequences: np.ndarray, cards: dict[str, dict[str, Any]]) -> None:
-    for name, x in (("autoencoder", windows_features), ("lstm", sequences)):
+def check_inputs(
+    windows_features: np.ndarray, sequences: np.ndarray, cards: dict[str, dict[str, Any]], role: str
+) -> None:
+    for name, x in zip(role_models(role), (windows_features, sequences), strict=True):
         if x.ndim < 1 or tuple(x.shape[1:]) != expected_shape(cards[name]):
             raise ValueError(
                 f"{name}: input shape {x.shape} does not match the model's [N, *{expected_shape(cards[name])}]"
@@ -125,9 +153,12 @@ class LoadedModel:
 class InProcessBackend:
     """The latest exported version of each model, loaded with tf.saved_model.load into this process.
 
-    With `poll_s`, a daemon thread looks at the folder listing every `poll_s` seconds and swaps in a new
-    latest version once it is fully loaded and its card checked; a batch uses the models it started with.
-    A version that fails to load is logged and skipped until the listing changes; the old one keeps serving."""
+    Every model exported at start is loaded (a bad one stops the start); at least one must be. A role
+    whose models are missing is not scored (ModelsNotFoundError) until they appear. With `poll_s`, a
+    daemon thread looks at the folder listing every `poll_s` seconds and swaps in a new latest version
+    (or a model exported since) once it is fully loaded and its card checked; a batch uses the models it
+    started with. A version that fails to load is logged and skipped until the listing changes; the old
+    one keeps serving."""
 
     name = "inprocess"
 
@@ -137,12 +168,13 @@ class InProcessBackend:
         self._rejected: dict[str, int] = {}  # model -> latest version that failed to load
         for name in MODEL_NAMES:
             version = latest_version(self.models_dir, name)
-            if version is None:
-                raise ModelsNotFoundError(
-                    f"no exported {name} model in {self.models_dir}/ (expected {self.models_dir}/{name}/<version>/): "
-                    "run `flowsentinel train` first"
-                )
-            self._models[name] = self._load(name, version)
+            if version is not None:
+                self._models[name] = self._load(name, version)
+        if not self._models:
+            raise ModelsNotFoundError(
+                f"no exported model in {self.models_dir}/ (expected {self.models_dir}/<name>/<version>/ for "
+                f"{', '.join(MODEL_NAMES)}): run `flowsentinel train` first"
+            )
         self._stop = threading.Event()
         if poll_s:
             threading.Thread(target=self._watch, args=(poll_s,), name="model-watch", daemon=True).start()
@@ -163,20 +195,22 @@ class InProcessBackend:
         return LoadedModel(version, card, saved.signatures["serving_default"], saved)
 
     def refresh(self) -> list[str]:
-        """Swap in each model's latest version if it changed; return the names of the models swapped."""
+        """Swap in each model's latest version if it changed or first appeared; return the names swapped in."""
         swapped = []
-        for name, current in self._models.items():
+        for name in MODEL_NAMES:
+            current = self._models.get(name)
             version = latest_version(self.models_dir, name)
-            if version is None or version == current.version or self._rejected.get(name) == version:
+            if version is None or self._rejected.get(name) == version or (current and version == current.version):
                 continue
+            was = f"version {current.version}" if current else "none"
             try:
                 loaded = self._load(name, version)
             except Exception as exc:  # any failure: a bad new version must not stop scoring with the old one
                 self._rejected[name] = version
-                log.error("%s version %d not loaded, still serving version %d: %s", name, version, current.version, exc)
+                log.error("%s version %d not loaded, still serving %s: %s", name, version, was, exc)
                 continue
             self._models = {**self._models, name: loaded}  # one assignment: a running batch keeps its dict
-            log.info("%s: now serving version %d (was %d)", name, version, current.version)
+            log.info("%s: now serving version %d (was %s)", name, version, was)
             swapped.append(name)
         return swapped
 
@@ -201,13 +235,21 @@ class InProcessBackend:
             errors.append(out["feature_error"].numpy())
         return np.concatenate(scores), np.concatenate(errors)
 
-    def score(self, windows_features: np.ndarray, sequences: np.ndarray) -> BackendResult:
-        models = self._models  # the same versions for the whole batch, even if a swap happens meanwhile
+    def score(self, windows_features: np.ndarray, sequences: np.ndarray, role: str = "src") -> BackendResult:
+        loaded = self._models  # the same versions for the whole batch, even if a swap happens meanwhile
+        names = role_models(role)
+        missing = [name for name in names if name not in loaded]
+        if missing:
+            raise ModelsNotFoundError(
+                f"no {' or '.join(missing)} model exported in {self.models_dir}/: `flowsentinel train` exports "
+                "the models of every role"
+            )
+        models = {name: loaded[name] for name in names}
         cards = {name: m.card for name, m in models.items()}
         windows_features = np.asarray(windows_features, dtype=np.float32)
         sequences = np.asarray(sequences, dtype=np.float32)
-        check_inputs(windows_features, sequences, cards)
-        ae_scores, ae_errors = self._call(models["autoencoder"], windows_features)
-        lstm_scores, lstm_errors = self._call(models["lstm"], sequences)
+        check_inputs(windows_features, sequences, cards, role)
+        ae_scores, ae_errors = self._call(models[names[0]], windows_features)
+        lstm_scores, lstm_errors = self._call(models[names[1]], sequences)
         versions = {name: m.version for name, m in models.items()}
-        return BackendResult(ae_scores, ae_errors, lstm_scores, lstm_errors, cards, versions)
+        return BackendResult(role, ae_scores, ae_errors, lstm_scores, lstm_errors, cards, versions)

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from services.alerter.incidents import SEVERITIES
-from training.features import FEATURE_SET, N_FEATURES
+from services.scorer.backends import BackendResult, role_models
+from training.features import FEATURE_SET, N_FEATURES, ROLES
 
 # Score / threshold ratios at which an anomaly becomes medium, high, critical.
 SEVERITY_STEPS = (2.0, 5.0, 20.0)
@@ -18,7 +19,9 @@ SEVERITY_STEPS = (2.0, 5.0, 20.0)
 
 def window_problem(window: dict[str, Any]) -> str | None:
     """Why a host window cannot be scored, or None: the models read exactly this feature set, and one
-    NaN or infinity would make every score of its batch meaningless."""
+    NaN or infinity would make every score of its batch meaningless; each role has its own models."""
+    if window["role"] not in ROLES:
+        return f"role {window['role']!r}, the models are trained for {', '.join(ROLES)}"
     if window["feature_set"] != FEATURE_SET:
         return f"feature set {window['feature_set']!r}, the models read {FEATURE_SET!r}"
     if len(window["features"]) != N_FEATURES:
@@ -47,23 +50,20 @@ def explain(
 
 
 def score_records(
-    windows: list[dict[str, Any]],
-    ae_scores: np.ndarray,
-    ae_errors: np.ndarray,
-    lstm_scores: np.ndarray,
-    history_lengths: list[int],
-    cards: dict[str, dict[str, Any]],
-    explain_top: int,
+    windows: list[dict[str, Any]], result: BackendResult, history_lengths: list[int], explain_top: int
 ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-    """(Score, Anomaly or None) for each window."""
-    ae_t, lstm_t = float(cards["autoencoder"]["threshold"]), float(cards["lstm"]["threshold"])
+    """(Score, Anomaly or None) for each window, all of result.role, read with that role's model cards.
+    models_fired and model_versions name the models (e.g. "autoencoder-dst"), so a verdict says whose it is."""
+    ae_name, lstm_name = role_models(result.role)
+    cards = result.cards
+    ae_t, lstm_t = float(cards[ae_name]["threshold"]), float(cards[lstm_name]["threshold"])
     versions = {name: str(card["version"]) for name, card in cards.items()}
-    names = cards["autoencoder"]["features"]
+    names = cards[ae_name]["features"]
     now = time.time()
     out = []
     for i, w in enumerate(windows):
-        ae, lstm = float(ae_scores[i]), float(lstm_scores[i])
-        fired = [m for m, s, t in (("autoencoder", ae, ae_t), ("lstm", lstm, lstm_t)) if s > t]
+        ae, lstm = float(result.autoencoder_scores[i]), float(result.lstm_scores[i])
+        fired = [m for m, s, t in ((ae_name, ae, ae_t), (lstm_name, lstm, lstm_t)) if s > t]
         score = {
             "window_id": w["window_id"],
             "host": w["host"],
@@ -93,7 +93,7 @@ def score_records(
                 "score": score,
                 "models_fired": fired,
                 "severity": severity(ratio, len(fired)),
-                "explanation": explain(w["features"], ae_errors[i], names, explain_top),
+                "explanation": explain(w["features"], result.autoencoder_feature_errors[i], names, explain_top),
             }
         out.append((score, anomaly))
     return out

@@ -2,7 +2,9 @@
 
 Each batch (at most scorer_batch windows, or what arrived within scorer_batch_wait_s, so a quiet network is
 scored promptly): drop windows replayed within it, read every host's last K windows in one Redis pipeline,
-score the whole batch with one call per model, produce, and only then commit (services.common.pipeline).
+score each role's windows (src: what a host started, dst: what it received) with one call per model of that
+role, produce, and only then commit (services.common.pipeline). Windows of a role whose models are missing
+go to host-windows.dlq with the reason, one log line says so, and the other role is scored as usual.
 When the model server fails, the batch in hand is retried with backoff and nothing new is consumed, so no
 offset moves past an unscored window; /readyz says why the scorer is not ready until a retry succeeds.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from services.common.history import read_histories
 from services.common.pipeline import Output, StopFlag, run_loop
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, load_settings
-from services.scorer.backends import BackendResult, InProcessBackend, ModelBackend
+from services.scorer.backends import BackendResult, InProcessBackend, ModelBackend, ModelsNotFoundError
 from services.scorer.retry import Interrupted, backoff_delays, call_with_retry
 from services.scorer.scoring import score_records, window_problem
 from services.scorer.tfserving import GrpcBackend, ModelServerUnavailable, RestBackend  # TensorFlow only when used
@@ -65,10 +68,19 @@ def sequences_for(settings: Settings, client: Any, windows: list[dict[str, Any]]
     return np.stack(seqs), lengths
 
 
+def rows_by_role(windows: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Positions of each role's windows, in batch order."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, w in enumerate(windows):
+        rows[w["role"]].append(i)
+    return rows
+
+
 def scoring_call(
     settings: Settings, backend: ModelBackend, health: metrics.Health, stop: StopFlag, logger: logging.Logger
-) -> Callable[[np.ndarray, np.ndarray], BackendResult]:
-    """backend.score, retried with backoff while the model server is unavailable; health and metrics follow."""
+) -> Callable[[np.ndarray, np.ndarray, str], BackendResult]:
+    """backend.score, retried with backoff while the model server is unavailable; health and metrics follow.
+    Missing models (ModelsNotFoundError) are not retried: the caller sets that role's windows aside."""
 
     def on_failure(exc: Exception, delay: float) -> None:
         metrics.ERRORS.labels("scorer", "model_server_unavailable").inc()
@@ -81,10 +93,10 @@ def scoring_call(
             logger.info("model server back after %d failed attempts; resuming", failures)
         health.set_ready(True)
 
-    def call(features: np.ndarray, sequences: np.ndarray) -> BackendResult:
+    def call(features: np.ndarray, sequences: np.ndarray, role: str) -> BackendResult:
         def attempt() -> BackendResult:
             started = time.perf_counter()
-            result = backend.score(features, sequences)
+            result = backend.score(features, sequences, role)
             metrics.MODEL_SECONDS.labels(backend.name).observe(time.perf_counter() - started)
             return result
 
@@ -95,56 +107,69 @@ def scoring_call(
 
 
 def make_transform(
-    settings: Settings, score_batch: Callable[[np.ndarray, np.ndarray], BackendResult], backend_name: str
+    settings: Settings, score_batch: Callable[[np.ndarray, np.ndarray, str], BackendResult], backend_name: str
 ) -> Any:
     client = sync_redis(settings)
     scores_topic, anomalies_topic = settings.topic("scores"), settings.topic("anomalies")
     dlq_topic = settings.topic("host-windows.dlq")
     stats = settings.key("scorer", "stats")
+    logger = logging.getLogger("flowsentinel.scorer")
+    unscorable: set[str] = set()  # roles whose models are missing: logged once when that starts, once when it ends
 
-    def rejected(window: dict[str, Any], reason: str) -> Output:
-        metrics.DLQ.labels("scorer", "invalid_window").inc()
+    def rejected(window: dict[str, Any], reason: str, kind: str) -> Output:
+        metrics.DLQ.labels("scorer", kind).inc()
         value = kafka.dlq_record("scorer", reason, serde.encode("HostWindow", window), window_id=window["window_id"])
         return Output(dlq_topic, window["host"].encode(), value)
+
+    def without_models(role: str, windows: list[dict[str, Any]], exc: ModelsNotFoundError) -> list[Output]:
+        """A role whose models are missing: its windows go to the DLQ (never to another role's models)."""
+        if role not in unscorable:
+            logger.error("%s windows go to %s until their models are there: %s", role, dlq_topic, exc)
+            unscorable.add(role)
+        return [rejected(w, f"no {role} models to score it: {exc}", "no_model") for w in windows]
+
+    def scored_outputs(windows: list[dict[str, Any]], result: BackendResult, lengths: list[int]) -> list[Output]:
+        if result.role in unscorable:
+            unscorable.discard(result.role)
+            logger.info("%s models found: %s windows are scored again", result.role, result.role)
+        for name, version in result.versions.items():
+            metrics.MODEL_VERSION.labels(name).set(version)
+        outputs = []
+        for score, anomaly in score_records(windows, result, lengths, settings.explain_top):
+            key = score["host"].encode()
+            outputs.append(Output(scores_topic, key, serde.encode("Score", score)))
+            if anomaly is not None:
+                outputs.append(Output(anomalies_topic, key, serde.encode("Anomaly", anomaly)))
+                for model in anomaly["models_fired"]:
+                    metrics.ANOMALIES.labels(model).inc()
+        return outputs
 
     def transform(windows: list[dict[str, Any]]) -> list[Output]:
         started = time.perf_counter()
         unique = {w["window_id"]: w for w in windows}.values()
         problems = {w["window_id"]: window_problem(w) for w in unique}
-        dead = [rejected(w, problems[w["window_id"]]) for w in unique if problems[w["window_id"]]]
-        if dead:
-            client.hincrby(stats, "windows_rejected", len(dead))
+        dead = [rejected(w, problems[w["window_id"]], "invalid_window") for w in unique if problems[w["window_id"]]]
         windows = [w for w in unique if not problems[w["window_id"]]]
-        if not windows:
-            return dead
-        metrics.BATCH_SIZE.labels("scorer").observe(len(windows))
-        features = np.asarray([w["features"] for w in windows], dtype=np.float32)
-        sequences, lengths = sequences_for(settings, client, windows)
-        result = score_batch(features, sequences)
-        for name, version in result.versions.items():
-            metrics.MODEL_VERSION.labels(name).set(version)
-        outputs, anomalies = [], 0
-        for score, anomaly in score_records(
-            windows,
-            result.autoencoder_scores,
-            result.autoencoder_feature_errors,
-            result.lstm_scores,
-            lengths,
-            result.cards,
-            settings.explain_top,
-        ):
-            key = score["host"].encode()
-            outputs.append(Output(scores_topic, key, serde.encode("Score", score)))
-            if anomaly is not None:
-                anomalies += 1
-                outputs.append(Output(anomalies_topic, key, serde.encode("Anomaly", anomaly)))
-                for model in anomaly["models_fired"]:
-                    metrics.ANOMALIES.labels(model).inc()
+        outputs: list[Output] = []
+        if windows:
+            metrics.BATCH_SIZE.labels("scorer").observe(len(windows))
+            sequences, lengths = sequences_for(settings, client, windows)  # one Redis round trip for every role
+            for role, rows in rows_by_role(windows).items():
+                group = [windows[i] for i in rows]
+                features = np.asarray([w["features"] for w in group], dtype=np.float32)
+                try:
+                    result = score_batch(features, sequences[rows], role)
+                except ModelsNotFoundError as exc:
+                    dead += without_models(role, group, exc)
+                    continue
+                outputs += scored_outputs(group, result, [lengths[i] for i in rows])
+        n_scored = sum(o.topic == scores_topic for o in outputs)
         with client.pipeline() as pipe:
-            pipe.hincrby(stats, "windows_scored", len(windows))
-            pipe.hincrby(stats, "anomalies", anomalies)
+            pipe.hincrby(stats, "windows_rejected", len(dead))
+            pipe.hincrby(stats, "windows_scored", n_scored)
+            pipe.hincrby(stats, "anomalies", sum(o.topic == anomalies_topic for o in outputs))
             pipe.execute()
-        metrics.WINDOWS_SCORED.labels(backend_name).inc(len(windows))
+        metrics.WINDOWS_SCORED.labels(backend_name).inc(n_scored)
         metrics.BATCH_SECONDS.labels("scorer").observe(time.perf_counter() - started)
         return dead + outputs
 

@@ -8,6 +8,10 @@ features, version) is read from <models_dir>/<name>/<version>/model_card.json: t
 serves from, mounted into the scorer too (export writes the card beside the SavedModel). Pinning the
 version means a score is never read with another version's threshold.
 
+A model TF-Serving does not serve at all (metadata NOT_FOUND: not in its models.config) raises
+ModelsNotFoundError, so only the windows of that model's role are set aside; that answer too is
+rechecked every `poll_s` seconds.
+
 Every transport failure (connection refused, deadline exceeded, version unloaded, server error)
 becomes ModelServerUnavailable: the caller retries the whole batch later; nothing here retries.
 """
@@ -22,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from services.scorer.backends import MODEL_NAMES, BackendResult, check_inputs, versioned_card
+from services.scorer.backends import BackendResult, ModelsNotFoundError, check_inputs, role_models, versioned_card
 
 SIGNATURE = "serving_default"
 OUTPUTS = ("score", "feature_error")
@@ -35,6 +39,12 @@ RECONNECT_MAX_MS = 3000
 
 class ModelServerUnavailable(RuntimeError):
     """The model server did not score (down, slow, or no longer serving the version): retry the batch."""
+
+
+def not_served(name: str, server: str, detail: str) -> ModelsNotFoundError:
+    return ModelsNotFoundError(
+        f"{server} does not serve a {name} model ({detail.strip()}): is it exported and in TF-Serving's models.config?"
+    )
 
 
 @dataclass(frozen=True)
@@ -55,10 +65,11 @@ class TFServingBackend(ABC):
         self.poll_s = poll_s
         self.timeout_s = timeout_s
         self._served: dict[str, Served] = {}
+        self._absent: dict[str, tuple[str, float]] = {}  # model -> why it is not served, when that was checked
 
     @abstractmethod
     def _metadata(self, name: str) -> tuple[int, set[str]]:
-        """(served version, input names of its serving_default signature)."""
+        """(served version, input names of its serving_default signature); ModelsNotFoundError if not served."""
 
     @abstractmethod
     def _predict(self, name: str, version: int, input_name: str, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -70,11 +81,20 @@ class TFServingBackend(ABC):
         current = self._served.get(name)
         if current is not None and now - current.checked_at < self.poll_s:
             return current
-        version, inputs = self._metadata(name)
-        if current is not None and current.version == version:
-            card = current.card
-        else:
-            card = versioned_card(self.models_dir, name, version)
+        absent = self._absent.get(name)
+        if absent is not None and now - absent[1] < self.poll_s:
+            raise ModelsNotFoundError(absent[0])  # a fresh one: a re-raised error grows its traceback
+        try:
+            version, inputs = self._metadata(name)
+            if current is not None and current.version == version:
+                card = current.card
+            else:
+                card = versioned_card(self.models_dir, name, version)
+        except ModelsNotFoundError as exc:
+            self._served.pop(name, None)
+            self._absent[name] = (str(exc), now)
+            raise
+        self._absent.pop(name, None)
         input_name = card["signature"]["input"]["name"]
         if input_name not in inputs:
             raise ValueError(
@@ -99,16 +119,17 @@ class TFServingBackend(ABC):
             errors.append(np.asarray(out["feature_error"], dtype=np.float32))
         return np.concatenate(scores), np.concatenate(errors)
 
-    def score(self, windows_features: np.ndarray, sequences: np.ndarray) -> BackendResult:
-        served = {name: self.served(name) for name in MODEL_NAMES}
+    def score(self, windows_features: np.ndarray, sequences: np.ndarray, role: str = "src") -> BackendResult:
+        autoencoder, lstm = role_models(role)
+        served = {name: self.served(name) for name in (autoencoder, lstm)}
         cards = {name: s.card for name, s in served.items()}
         windows_features = np.ascontiguousarray(windows_features, dtype=np.float32)
         sequences = np.ascontiguousarray(sequences, dtype=np.float32)
-        check_inputs(windows_features, sequences, cards)
-        ae_scores, ae_errors = self._call(served["autoencoder"], "autoencoder", windows_features)
-        lstm_scores, lstm_errors = self._call(served["lstm"], "lstm", sequences)
+        check_inputs(windows_features, sequences, cards, role)
+        ae_scores, ae_errors = self._call(served[autoencoder], autoencoder, windows_features)
+        lstm_scores, lstm_errors = self._call(served[lstm], lstm, sequences)
         versions = {name: s.version for name, s in served.items()}
-        return BackendResult(ae_scores, ae_errors, lstm_scores, lstm_errors, cards, versions)
+        return BackendResult(role, ae_scores, ae_errors, lstm_scores, lstm_errors, cards, versions)
 
 
 class GrpcBackend(TFServingBackend):
@@ -133,10 +154,13 @@ class GrpcBackend(TFServingBackend):
         )
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
-    def _rpc(self, method: Any, request: Any, what: str) -> Any:
+    def _rpc(self, method: Any, request: Any, what: str, unversioned: str | None = None) -> Any:
+        """The response. `unversioned`: the model asked for without a version, which NOT_FOUND says is not served."""
         try:
             return method(request, timeout=self.timeout_s)
         except self._grpc.RpcError as exc:
+            if unversioned is not None and exc.code() == self._grpc.StatusCode.NOT_FOUND:
+                raise not_served(unversioned, f"TF-Serving gRPC {self.address}", exc.details()) from exc
             reason = f"{exc.code().name} {exc.details()}"
             raise ModelServerUnavailable(f"TF-Serving gRPC {self.address} {what}: {reason}") from exc
 
@@ -145,7 +169,7 @@ class GrpcBackend(TFServingBackend):
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.name = name
-        response = self._rpc(self._stub.GetModelMetadata, request, f"metadata of {name}")
+        response = self._rpc(self._stub.GetModelMetadata, request, f"metadata of {name}", unversioned=name)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signatures)
         return int(response.model_spec.version.value), set(signatures.signature_def[SIGNATURE].inputs)
@@ -180,12 +204,17 @@ class RestBackend(TFServingBackend):
         self._requests = requests
         self._session = requests.Session()  # keeps the connection open between batches
 
-    def _http(self, method: str, path: str, what: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _http(
+        self, method: str, path: str, what: str, body: dict[str, Any] | None = None, unversioned: str | None = None
+    ) -> dict[str, Any]:
+        """The JSON answer. `unversioned`: the model asked for without a version, which 404 says is not served."""
         url = f"{self.base_url}{path}"
         try:
             response = self._session.request(method, url, json=body, timeout=self.timeout_s)
         except self._requests.RequestException as exc:
             raise ModelServerUnavailable(f"TF-Serving REST {url} {what}: {exc}") from exc
+        if unversioned is not None and response.status_code == 404:
+            raise not_served(unversioned, f"TF-Serving REST {self.base_url}", response.text[:300])
         if response.status_code != 200:
             raise ModelServerUnavailable(
                 f"TF-Serving REST {url} {what}: HTTP {response.status_code} {response.text[:300]}"
@@ -193,7 +222,7 @@ class RestBackend(TFServingBackend):
         return response.json()
 
     def _metadata(self, name: str) -> tuple[int, set[str]]:
-        meta = self._http("GET", f"/v1/models/{name}/metadata", f"metadata of {name}")
+        meta = self._http("GET", f"/v1/models/{name}/metadata", f"metadata of {name}", unversioned=name)
         signature = meta["metadata"]["signature_def"]["signature_def"][SIGNATURE]
         return int(meta["model_spec"]["version"]), set(signature["inputs"])
 
