@@ -1,7 +1,9 @@
-"""Training and export of the autoencoder and LSTM on real IoT-23 windows, and the scorer's in-process backend.
+"""Training and export of the autoencoder and LSTM of each window role on real IoT-23 windows, and the
+scorer's in-process backend.
 
 Tiny models (few epochs) are trained once per module on the benign windows of the honeypot captures and
-42-1; CTU-Malware-Capture-34-1 (Mirai) is never trained on and must score higher where it is malicious.
+42-1, in both roles; CTU-Malware-Capture-34-1 (Mirai) is never trained on and must score higher where it
+is malicious.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ from rich.console import Console
 
 from services.cli import main as cli_main
 from services.common.settings import Settings
-from services.scorer.backends import InProcessBackend, ModelsNotFoundError, latest_version, load_card
+from services.scorer.backends import (
+    MODEL_NAMES,
+    InProcessBackend,
+    ModelsNotFoundError,
+    latest_version,
+    load_card,
+    model_name,
+)
 from tests.paths import SAMPLE
 from training.datasets import load_flows
 from training.export import export_model
-from training.features import FEATURE_NAMES, FEATURE_SET
+from training.features import FEATURE_NAMES, FEATURE_SET, ROLES
 from training.models import build_autoencoder, build_lstm, roc_auc
 from training.train_cli import CaptureWindows, TrainResult, capture_windows, train_and_export, validation_mask
 from training.windows import build_windows
@@ -55,14 +64,27 @@ def mirai() -> CaptureWindows:
     return capture_windows(MIRAI, SETTINGS.window_seconds, K)
 
 
+@pytest.fixture(scope="module")
+def mirai_dst() -> CaptureWindows:
+    return capture_windows(MIRAI, SETTINGS.window_seconds, K, role="dst")
+
+
 def model_inputs(name: str, capture: CaptureWindows) -> np.ndarray:
-    return capture.sequences if name == "lstm" else capture.features
+    return capture.sequences if name.startswith("lstm") else capture.features
 
 
-@pytest.mark.parametrize("name", ["autoencoder", "lstm"])
-def test_saved_model_gives_the_keras_scores(trained: TrainResult, mirai: CaptureWindows, name: str) -> None:
+def test_model_names_keep_the_src_names_and_tell_the_role() -> None:
+    assert [model_name(kind, "src") for kind in ("autoencoder", "lstm")] == ["autoencoder", "lstm"]
+    assert [model_name(kind, "dst") for kind in ("autoencoder", "lstm")] == ["autoencoder-dst", "lstm-dst"]
+    assert MODEL_NAMES == ("autoencoder", "lstm", "autoencoder-dst", "lstm-dst") and ROLES == ("src", "dst")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_saved_model_gives_the_keras_scores(
+    trained: TrainResult, mirai: CaptureWindows, mirai_dst: CaptureWindows, name: str
+) -> None:
     detector = trained.detectors[name]
-    x = model_inputs(name, mirai)
+    x = model_inputs(name, mirai_dst if name.endswith("-dst") else mirai)
     keras_scores, keras_errors = detector.score(x)
     serving = tf.saved_model.load(str(trained.paths[name])).signatures["serving_default"]
     out = serving(**{detector.input_name: tf.constant(x)})
@@ -85,7 +107,12 @@ def test_saved_model_cli_shows_serving_default(trained: TrainResult, name: str, 
 
 
 def test_tf_serving_layout_and_model_cards(trained: TrainResult, models_dir: Path) -> None:
-    for name in ("autoencoder", "lstm"):
+    assert sorted(p.name for p in models_dir.iterdir()) == sorted(MODEL_NAMES)
+    for role in ROLES:
+        for kind in ("autoencoder", "lstm"):
+            card = load_card(trained.paths[model_name(kind, role)])
+            assert (card["name"], card["kind"], card["role"]) == (model_name(kind, role), kind, role)
+    for name in MODEL_NAMES:
         path = trained.paths[name]
         assert path.parent == models_dir / name and path.name.isdigit()
         assert (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
@@ -103,11 +130,27 @@ def test_tf_serving_layout_and_model_cards(trained: TrainResult, models_dir: Pat
         assert val["in_sample_malicious"]["malicious_windows"] > 0
         assert "IN-SAMPLE" in val["in_sample_malicious"]["note"]
         assert 0.0 <= val["in_sample_malicious"]["roc_auc"] <= 1.0
-    assert load_card(trained.paths["lstm"])["history_windows"] == K
-    assert "history_windows" not in load_card(trained.paths["autoencoder"])
+    for role in ROLES:
+        assert load_card(trained.paths[model_name("lstm", role)])["history_windows"] == K
+        assert "history_windows" not in load_card(trained.paths[model_name("autoencoder", role)])
 
 
-@pytest.mark.parametrize("name", ["autoencoder", "lstm"])
+def test_dst_models_learn_the_dst_windows(trained: TrainResult) -> None:
+    """Each role's models are trained on that role's windows of the same files, with their own normalisation."""
+    for path in TRAIN_FILES:
+        flows, _ = load_flows([path])
+        for role in ROLES:
+            windows = build_windows(flows, SETTINGS.window_seconds, role)
+            for kind in ("autoencoder", "lstm"):
+                assert trained.data[model_name(kind, role)].per_file[path.name]["windows"] == len(windows)
+    # The roles see different hosts in different numbers (a honeypot receives from many, starts few).
+    assert len(trained.data["autoencoder"].train) != len(trained.data["autoencoder-dst"].train)
+    src_norm, dst_norm = trained.detectors["autoencoder"].norm, trained.detectors["autoencoder-dst"].norm
+    assert not np.allclose(src_norm.mean, dst_norm.mean)
+    assert trained.detectors["lstm-dst"].norm is dst_norm  # one normalisation for both models of a role
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_threshold_gives_the_target_fpr_on_benign_validation(trained: TrainResult, name: str) -> None:
     validation = trained.data[name].validation
     scores, _ = trained.detectors[name].score(validation)
@@ -152,6 +195,7 @@ def test_in_process_backend_scores_n_windows_and_none(
     np.testing.assert_allclose(result.lstm_scores, trained.detectors["lstm"].score(mirai.sequences[:n])[0], rtol=1e-5)
     assert result.versions == {name: trained.cards[name]["version"] for name in ("autoencoder", "lstm")}
     assert result.cards["autoencoder"]["threshold"] == trained.cards["autoencoder"]["threshold"]
+    assert result.role == "src"
 
     empty = backend.score(np.zeros((0, len(FEATURE_NAMES))), np.zeros((0, K, len(FEATURE_NAMES))))
     assert empty.autoencoder_scores.shape == empty.lstm_scores.shape == (0,)
@@ -161,6 +205,20 @@ def test_in_process_backend_scores_n_windows_and_none(
         backend.score(mirai.features[:n], mirai.sequences[:n, :4])
     with pytest.raises(ValueError, match="window vectors but"):
         backend.score(mirai.features[:n], mirai.sequences[: n - 1])
+
+
+def test_in_process_backend_scores_dst_windows_with_the_dst_models(
+    trained: TrainResult, mirai_dst: CaptureWindows, models_dir: Path
+) -> None:
+    x, seq = mirai_dst.features[:50], mirai_dst.sequences[:50]
+    result = InProcessBackend(models_dir).score(x, seq, "dst")
+    assert result.role == "dst" and set(result.cards) == set(result.versions) == {"autoencoder-dst", "lstm-dst"}
+    assert result.cards["lstm-dst"]["threshold"] == trained.cards["lstm-dst"]["threshold"]
+    np.testing.assert_allclose(result.autoencoder_scores, trained.detectors["autoencoder-dst"].score(x)[0], rtol=1e-5)
+    np.testing.assert_allclose(result.lstm_scores, trained.detectors["lstm-dst"].score(seq)[0], rtol=1e-5)
+    # ...and not what the src models make of the same windows
+    assert not np.allclose(result.autoencoder_scores, trained.detectors["autoencoder"].score(x)[0], rtol=1e-3)
+    assert not np.allclose(result.lstm_scores, trained.detectors["lstm"].score(seq)[0], rtol=1e-3)
 
 
 def test_a_seed_fixes_the_initial_weights(trained: TrainResult) -> None:
@@ -192,12 +250,16 @@ def test_cli_trains_and_exports(tmp_path: Path, capsys: pytest.CaptureFixture[st
     argv = ["train", "--data", *map(str, files), "--out", str(tmp_path), "--epochs", "1", "--history", "4"]
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
-    assert "summary" in out and str(tmp_path / "lstm" / "1") in out
-    card = load_card(tmp_path / "lstm" / "1")
-    assert card["history_windows"] == 4 and card["signature"]["input"]["shape"] == [None, 4, len(FEATURE_NAMES)]
-    assert card["validation"]["in_sample_malicious"] is None  # honeypots: benign only
+    assert "summary" in out and "role" in out
+    for name in MODEL_NAMES:
+        assert str(tmp_path / name / "1") in out
+        card = load_card(tmp_path / name / "1")
+        assert card["validation"]["in_sample_malicious"] is None  # honeypots: benign only
+    for lstm in ("lstm", "lstm-dst"):
+        card = load_card(tmp_path / lstm / "1")
+        assert card["history_windows"] == 4 and card["signature"]["input"]["shape"] == [None, 4, len(FEATURE_NAMES)]
     assert cli_main([*argv, "--version", "1"]) == 2  # refused before training: version 1 is taken
-    assert "version 1 of autoencoder, lstm already exists" in capsys.readouterr().err
+    assert "version 1 of autoencoder, lstm, autoencoder-dst, lstm-dst already exists" in capsys.readouterr().err
 
 
 def test_cli_reports_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,8 @@
 """Export a Detector as a TF SavedModel in TF-Serving layout, <out>/<name>/<version>/, with its model card.
 
+<name> is the served name of the detector's kind for the role of the windows it was trained on
+(services.scorer.backends.model_name: "autoencoder", "lstm-dst", ...); the card says kind and role.
+
 The serving_default signature takes the RAW float32 input (`features` [None, F] or `sequence`
 [None, K, F]) and returns {"score": [None], "feature_error": [None, F]}; normalisation is inside the
 graph. Each version is written to a hidden temporary folder beside its final place and renamed into
@@ -18,7 +21,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from services.scorer.backends import CARD_FILE, version_numbers
+from services.scorer.backends import CARD_FILE, model_name, version_numbers
 from training.features import FEATURE_NAMES, FEATURE_SET
 from training.models import Detector
 
@@ -60,10 +63,12 @@ def code_version() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def model_card(detector: Detector, version: int, fields: dict[str, Any]) -> dict[str, Any]:
+def model_card(detector: Detector, role: str, version: int, fields: dict[str, Any]) -> dict[str, Any]:
     """The card: identity and input contract here; threshold, data and metrics from the caller's `fields`."""
     return {
-        "name": detector.name,
+        "name": model_name(detector.name, role),
+        "kind": detector.name,
+        "role": role,
         "version": version,
         "feature_set": FEATURE_SET,
         "features": list(FEATURE_NAMES),
@@ -80,14 +85,19 @@ def model_card(detector: Detector, version: int, fields: dict[str, Any]) -> dict
 
 
 def export_model(
-    detector: Detector, out_dir: Path | str, card_fields: dict[str, Any], version: int | None = None
+    detector: Detector,
+    out_dir: Path | str,
+    card_fields: dict[str, Any],
+    version: int | None = None,
+    role: str = "src",
 ) -> Path:
     """Write <out_dir>/<name>/<version>/ (SavedModel + model_card.json) atomically; return that folder.
 
-    `version` defaults to the next free integer; an existing version is never overwritten."""
+    `role`: whose windows the detector was trained on. `version` defaults to the next free integer; an
+    existing version is never overwritten."""
     if detector.input_shape[-1] != len(FEATURE_NAMES):
         raise ValueError(f"{detector.name}: input has {detector.input_shape[-1]} features, not {len(FEATURE_NAMES)}")
-    model_dir = Path(out_dir) / detector.name
+    model_dir = Path(out_dir) / model_name(detector.name, role)
     model_dir.mkdir(parents=True, exist_ok=True)
     version = next_version(model_dir) if version is None else version
     final = model_dir / str(version)
@@ -97,7 +107,7 @@ def export_model(
     try:
         module = ServingModule(detector)
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
-        card = model_card(detector, version, card_fields)
+        card = model_card(detector, role, version, card_fields)
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it 0700; a TF-Serving container may run as another user
         tmp.rename(final)  # atomic on one filesystem; fails rather than merge if `final` appeared meanwhile

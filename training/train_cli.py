@@ -1,6 +1,9 @@
-"""`flowsentinel train`: windows from flow files -> benign-only autoencoder and LSTM -> SavedModels + cards.
+"""`flowsentinel train`: windows from flow files -> benign-only autoencoder and LSTM per window role ->
+SavedModels + cards.
 
-Windows and sequences are built per file (one capture each) by the same code the featurizer uses. A
+Each role (training.features.ROLES: "src", the flows a host started; "dst", the flows it received) has
+its own windows, so its own pair of models, exported under services.scorer.backends.model_name. Windows
+and sequences are built per file (one capture each) and role by the same code the featurizer uses. A
 window holding any malicious flow is never trained on; files without labels count as benign throughout.
 Each file's benign windows are split in time: the last VALIDATION_SHARE of them (by window start) are
 validation windows, used for early stopping and to set each model's threshold at the target
@@ -21,9 +24,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from services.common.settings import Settings, load_settings
-from services.scorer.backends import load_card
-from training.datasets import load_flows
+from services.scorer.backends import MODEL_NAMES, load_card, role_models
+from training.datasets import Flow, load_flows
 from training.export import export_model
+from training.features import ROLES
 from training.models import (
     BATCH_SIZE,
     LEARNING_RATE,
@@ -53,7 +57,7 @@ class TrainingDataError(ValueError):
 
 @dataclass(frozen=True)
 class CaptureWindows:
-    """One file's host windows as model inputs, with what the labels say about each."""
+    """One file's host windows of one role as model inputs, with what the labels say about each."""
 
     file: str
     features: np.ndarray  # (N, F)
@@ -102,12 +106,21 @@ def history_flags(windows: Sequence[dict[str, Any]], flags: np.ndarray, k: int) 
     return host_sequences(marked, k)[:, :, 0].max(axis=1) > 0
 
 
-def capture_windows(path: Path, window_seconds: float, k: int, share: float = VALIDATION_SHARE) -> CaptureWindows:
+def capture_windows(
+    path: Path, window_seconds: float, k: int, share: float = VALIDATION_SHARE, role: str = "src"
+) -> CaptureWindows:
     flows, _ = load_flows([path])
-    windows = build_windows(flows, window_seconds)
+    return role_windows(path.name, flows, window_seconds, k, share, role)
+
+
+def role_windows(
+    file: str, flows: Sequence[Flow], window_seconds: float, k: int, share: float, role: str
+) -> CaptureWindows:
+    """One file's windows in one role, from its flows (read once for every role)."""
+    windows = build_windows(flows, window_seconds, role)
     malicious = np.array([w["malicious_flows"] > 0 for w in windows], dtype=bool)
     return CaptureWindows(
-        file=path.name,
+        file=file,
         features=np.asarray([w["features"] for w in windows], dtype=np.float32).reshape(len(windows), -1),
         sequences=host_sequences(windows, k),
         malicious=malicious,
@@ -117,8 +130,8 @@ def capture_windows(path: Path, window_seconds: float, k: int, share: float = VA
     )
 
 
-def model_data(captures: Sequence[CaptureWindows], sequences: bool) -> ModelData:
-    """The autoencoder's (sequences=False) or the LSTM's (sequences=True) inputs over all files."""
+def model_data(captures: Sequence[CaptureWindows], sequences: bool, role: str) -> ModelData:
+    """The autoencoder's (sequences=False) or the LSTM's (sequences=True) inputs over all files, in one role."""
     train, val, mal, per_file = [], [], [], {}
     for c in captures:
         x = c.sequences if sequences else c.features
@@ -137,7 +150,7 @@ def model_data(captures: Sequence[CaptureWindows], sequences: bool) -> ModelData
     kind = "benign sequences (all K windows benign)" if sequences else "benign windows"
     if len(data.train) == 0 or len(data.validation) == 0:
         raise TrainingDataError(
-            f"not enough {kind} to train and validate on: {len(data.train)} for training, "
+            f"not enough {kind} to train and validate the {role} models on: {len(data.train)} for training, "
             f"{len(data.validation)} for validation, per file {per_file}"
         )
     return data
@@ -164,7 +177,7 @@ def validation_report(detector: Detector, data: ModelData, threshold: float, val
 
 
 def card_fields(
-    name: str,
+    kind: str,
     data: ModelData,
     captures: Sequence[CaptureWindows],
     report: FitReport,
@@ -180,13 +193,13 @@ def card_fields(
         f"per file, chronological: the last {VALIDATION_SHARE:.0%} of its benign windows (by window start) "
         "validate (early stopping, threshold); windows with a malicious flow are never trained on"
     )
-    if name == "lstm":
+    if kind == "lstm":
         split += "; the LSTM uses only sequences whose K windows are all benign"
     return {
         "threshold": threshold,
         "target_fpr": fpr,
         "window_seconds": settings.window_seconds,
-        **({"history_windows": settings.history_windows} if name == "lstm" else {}),
+        **({"history_windows": settings.history_windows} if kind == "lstm" else {}),
         "seed": seed,
         "training": {
             "epochs_max": epochs,
@@ -209,6 +222,21 @@ def card_fields(
     }
 
 
+def role_models_to_train(
+    role: str, captures: Sequence[CaptureWindows], settings: Settings, seed: int
+) -> tuple[dict[str, ModelData], dict[str, Detector]]:
+    """One role's (data, untrained detector) per model name. One normalisation for both models of the role:
+    the statistics of its benign training windows."""
+    autoencoder, lstm = role_models(role)
+    data = {autoencoder: model_data(captures, False, role), lstm: model_data(captures, True, role)}
+    norm = fit_normalisation(data[autoencoder].train)
+    detectors = {
+        autoencoder: build_autoencoder(norm, seed),
+        lstm: build_lstm(norm, settings.history_windows, seed),
+    }
+    return data, detectors
+
+
 def train_and_export(
     files: Sequence[Path | str],
     out_dir: Path | str,
@@ -220,42 +248,48 @@ def train_and_export(
     version: int | None = None,
     console: Console | None = None,
 ) -> TrainResult:
-    """Train both models on the benign windows of `files`, set thresholds, export to <out_dir>/<name>/<v>/."""
+    """Train each role's two models on the benign windows of `files`, set thresholds, export them to
+    <out_dir>/<name>/<version>/."""
     if version is not None:  # checked first: a taken version found after training would waste it, or half-export
-        taken = [name for name in ("autoencoder", "lstm") if (Path(out_dir) / name / str(version)).exists()]
+        taken = [name for name in MODEL_NAMES if (Path(out_dir) / name / str(version)).exists()]
         if taken:
             raise FileExistsError(f"version {version} of {', '.join(taken)} already exists in {out_dir}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    result = TrainResult(detectors={}, data={}, cards={}, paths={})
     with Progress(*columns, console=console or Console()) as progress:
         reading = progress.add_task("reading flow files", total=len(files))
-        captures = []
+        captures: dict[str, list[CaptureWindows]] = {role: [] for role in ROLES}
         for f in files:
-            captures.append(capture_windows(Path(f), settings.window_seconds, settings.history_windows))
+            flows, _ = load_flows([Path(f)])
+            for role in ROLES:
+                windows = role_windows(
+                    Path(f).name, flows, settings.window_seconds, settings.history_windows, VALIDATION_SHARE, role
+                )
+                captures[role].append(windows)
             progress.advance(reading)
-        data = {"autoencoder": model_data(captures, sequences=False), "lstm": model_data(captures, sequences=True)}
-        # One normalisation for both models: the statistics of the benign training windows.
-        norm = fit_normalisation(data["autoencoder"].train)
-        detectors = {
-            "autoencoder": build_autoencoder(norm, seed),
-            "lstm": build_lstm(norm, settings.history_windows, seed),
-        }
-        result = TrainResult(detectors=detectors, data=data, cards={}, paths={})
-        for name, detector in detectors.items():
-            task = progress.add_task(f"training {name}", total=epochs)
+        for role in ROLES:
+            data, detectors = role_models_to_train(role, captures[role], settings, seed)
+            result.data.update(data)
+            result.detectors.update(detectors)
+            for name, detector in detectors.items():
+                what = f"training {name} on {role} windows"
+                task = progress.add_task(what, total=epochs)
 
-            def on_epoch(epoch: int, logs: dict[str, float], task: Any = task, name: str = name) -> None:
-                desc = f"training {name} (val loss {logs.get('val_loss', float('nan')):.4f})"
-                progress.update(task, completed=epoch + 1, description=desc)
+                def on_epoch(epoch: int, logs: dict[str, float], task: Any = task, what: str = what) -> None:
+                    desc = f"{what} (val loss {logs.get('val_loss', float('nan')):.4f})"
+                    progress.update(task, completed=epoch + 1, description=desc)
 
-            d = data[name]
-            report = result.fits[name] = fit(detector, d.train, d.validation, epochs, seed, on_epoch)
-            progress.update(task, total=report.epochs_run)  # early stopping: the bar ends where training did
-            val_scores, _ = detector.score(d.validation)
-            threshold = threshold_at_fpr(val_scores, fpr)
-            validation = validation_report(detector, d, threshold, val_scores)
-            fields = card_fields(name, d, captures, report, threshold, validation, settings, fpr, epochs, seed)
-            result.paths[name] = export_model(detector, out_dir, fields, version)
-            result.cards[name] = load_card(result.paths[name])
+                d = data[name]
+                report = result.fits[name] = fit(detector, d.train, d.validation, epochs, seed, on_epoch)
+                progress.update(task, total=report.epochs_run)  # early stopping: the bar ends where training did
+                val_scores, _ = detector.score(d.validation)
+                threshold = threshold_at_fpr(val_scores, fpr)
+                validation = validation_report(detector, d, threshold, val_scores)
+                fields = card_fields(
+                    detector.name, d, captures[role], report, threshold, validation, settings, fpr, epochs, seed
+                )
+                result.paths[name] = export_model(detector, out_dir, fields, version, role)
+                result.cards[name] = load_card(result.paths[name])
     return result
 
 
@@ -263,18 +297,20 @@ def summary(result: TrainResult) -> Table:
     t = Table(title="flowsentinel train: summary")
     for col in (
         "model",
+        "role",
         "benign windows\ntrain / val",
         "epochs\n(best)",
         "threshold",
         "val FPR",
         "in-sample\nAUC / recall",
     ):
-        t.add_column(col, justify="left" if col == "model" else "right")
+        t.add_column(col, justify="left" if col in ("model", "role") else "right", no_wrap=col == "model")
     for name, card in result.cards.items():
         data, val = card["training_data"], card["validation"]
         mal = val["in_sample_malicious"]
         t.add_row(
             f"{name} v{card['version']}",
+            card["role"],
             f"{data['benign_windows_train']} / {data['benign_windows_validation']}",
             f"{card['training']['epochs_run']} ({card['training']['best_epoch']})",
             f"{card['threshold']:.4g}",
@@ -337,6 +373,7 @@ def run(args: argparse.Namespace) -> int:
         Console(stderr=True).print(f"[red]train failed:[/] {exc}", soft_wrap=True)  # soft_wrap: paths stay whole
         return 2
     console.print(summary(result))
+    console.print("role src: windows of the flows a host started; dst: windows of the flows it received")
     for name, path in result.paths.items():
         console.print(f"{name}: {path}")
     if any(card["validation"]["in_sample_malicious"] for card in result.cards.values()):
