@@ -152,7 +152,7 @@ def test_deploy_files_name_only_real_settings() -> None:
 def test_tfserving_config_is_the_same_for_compose_and_kubernetes() -> None:
     for name in ("models.config", "monitoring.config"):
         assert (ds.DEPLOY / "tfserving" / name).read_text() == (ds.DEPLOY / "k8s/base/tfserving" / name).read_text()
-    served = re.findall(r'name: "(\w+)"', (ds.DEPLOY / "tfserving/models.config").read_text())
+    served = re.findall(r'name: "([\w-]+)"', (ds.DEPLOY / "tfserving/models.config").read_text())
     from services.scorer.backends import MODEL_NAMES
 
     assert sorted(served) == sorted(MODEL_NAMES)
