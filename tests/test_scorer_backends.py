@@ -1,6 +1,7 @@
 """The scorer's model backends on the real exported models: in-process, and TF-Serving's gRPC and REST
-protocols against tests/model_server.py serving the same SavedModels. Same scores from all three, new
-versions picked up without a restart, and a down or slow model server reported as unavailable."""
+protocols against tests/model_server.py serving the same SavedModels. Same scores from all three, each
+window role scored by its own models, a role without models refused until they appear, new versions
+picked up without a restart, and a down or slow model server reported as unavailable."""
 
 from __future__ import annotations
 
@@ -12,9 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from services.common.stack import free_port
-from services.scorer.backends import InProcessBackend, ModelBackend, load_card
+from services.scorer.backends import (
+    InProcessBackend,
+    ModelBackend,
+    ModelsNotFoundError,
+    latest_version,
+    load_card,
+    model_name,
+    role_models,
+)
 from services.scorer.retry import Interrupted, backoff_delays, call_with_retry
 from services.scorer.tfserving import REQUEST_ROWS, GrpcBackend, ModelServerUnavailable, RestBackend
 from tests.model_server import ModelServer
@@ -31,6 +41,12 @@ BACKENDS = ("inprocess", "grpc", "rest")
 @pytest.fixture(scope="module")
 def mirai() -> CaptureWindows:
     return capture_windows(MIRAI, 60.0, K)
+
+
+@pytest.fixture(scope="module")
+def mirai_dst() -> CaptureWindows:
+    """The same capture's windows of the hosts that received its flows."""
+    return capture_windows(MIRAI, 60.0, K, role="dst")
 
 
 @pytest.fixture(scope="module")
@@ -94,35 +110,101 @@ def test_a_slow_model_server_is_unavailable(trained_models: Path, mirai: Capture
         slow.stop()
 
 
-def export_other_autoencoder(models: Path, mirai: CaptureWindows) -> int:
-    """A new autoencoder version with other (untrained, other seed) weights: it scores differently."""
-    detector = build_autoencoder(fit_normalisation(mirai.features), seed=12345)
-    threshold = load_card(next((models / "autoencoder").iterdir()))["threshold"]
-    return int(export_model(detector, models, {"threshold": threshold}).name)
+def saved_model_scores(models: Path, name: str, x: np.ndarray) -> np.ndarray:
+    """The latest exported version of `name` called directly (its own SavedModel, no backend)."""
+    path = models / name / str(latest_version(models, name))
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return signature(**{load_card(path)["signature"]["input"]["name"]: tf.constant(x)})["score"].numpy()
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
+def test_dst_windows_are_scored_by_the_dst_models(
+    trained_models: Path, server: tuple[int, int], mirai_dst: CaptureWindows, kind: str
+) -> None:
+    x, seq = mirai_dst.features[:300], mirai_dst.sequences[:300]
+    result = backend_for(kind, trained_models, server).score(x, seq, "dst")
+    assert result.role == "dst" and set(result.versions) == {"autoencoder-dst", "lstm-dst"}
+    assert {card["role"] for card in result.cards.values()} == {"dst"}
+    dst_ae = saved_model_scores(trained_models, "autoencoder-dst", x)
+    dst_lstm = saved_model_scores(trained_models, "lstm-dst", seq)
+    np.testing.assert_allclose(result.autoencoder_scores, dst_ae, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(result.lstm_scores, dst_lstm, rtol=1e-5, atol=1e-7)
+    # The src models read the same vectors differently: scoring dst windows with them would be another verdict.
+    assert not np.allclose(result.autoencoder_scores, saved_model_scores(trained_models, "autoencoder", x), rtol=1e-3)
+    assert not np.allclose(result.lstm_scores, saved_model_scores(trained_models, "lstm", seq), rtol=1e-3)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_role_without_models_is_refused_until_they_appear(
+    trained_models: Path, tmp_path: Path, mirai: CaptureWindows, mirai_dst: CaptureWindows, kind: str
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(trained_models, models, ignore=shutil.ignore_patterns("*-dst"))
+    srv = ModelServer(models)
+    ports = (srv.start_grpc(), srv.start_rest()) if kind != "inprocess" else (0, 0)
+    try:
+        backend = backend_for(kind, models, ports, poll_s=0.2)
+        src = backend.score(mirai.features[:20], mirai.sequences[:20], "src")
+        assert set(src.versions) == {"autoencoder", "lstm"}
+        x, seq = mirai_dst.features[:20], mirai_dst.sequences[:20]
+        with pytest.raises(ModelsNotFoundError, match="autoencoder-dst"):
+            backend.score(x, seq, "dst")
+        for name in role_models("dst"):  # exported later: scored from then on, without a restart
+            shutil.copytree(trained_models / name, models / name)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                dst = backend.score(x, seq, "dst")
+                break
+            except ModelsNotFoundError:
+                assert time.monotonic() < deadline, "the dst models exported later were never used"
+                time.sleep(0.2)
+        np.testing.assert_allclose(dst.autoencoder_scores, saved_model_scores(models, "autoencoder-dst", x), rtol=1e-5)
+    finally:
+        srv.stop()
+
+
+def test_a_model_of_another_role_is_refused(trained_models: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(trained_models, models, ignore=shutil.ignore_patterns("*-dst"))
+    shutil.copytree(trained_models / "autoencoder", models / "autoencoder-dst")  # a src model under a dst name
+    shutil.copytree(trained_models / "lstm-dst", models / "lstm-dst")
+    with pytest.raises(ValueError, match="trained on src windows, but autoencoder-dst scores dst windows"):
+        InProcessBackend(models)
+
+
+def export_other_autoencoder(models: Path, capture: CaptureWindows, role: str = "src") -> int:
+    """A new autoencoder version of `role` with other (untrained, other seed) weights: it scores differently."""
+    detector = build_autoencoder(fit_normalisation(capture.features), seed=12345)
+    threshold = load_card(next((models / model_name("autoencoder", role)).iterdir()))["threshold"]
+    return int(export_model(detector, models, {"threshold": threshold}, role=role).name)
+
+
+@pytest.mark.parametrize("role", ["src", "dst"])
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_a_new_version_is_used_without_restart(
-    trained_models: Path, tmp_path: Path, mirai: CaptureWindows, kind: str
+    trained_models: Path, tmp_path: Path, mirai: CaptureWindows, mirai_dst: CaptureWindows, kind: str, role: str
 ) -> None:
     models = tmp_path / "models"
     shutil.copytree(trained_models, models)
     srv = ModelServer(models)
     ports = (srv.start_grpc(), srv.start_rest()) if kind != "inprocess" else (0, 0)
+    capture = mirai_dst if role == "dst" else mirai
+    autoencoder, lstm = role_models(role)
     try:
         backend = backend_for(kind, models, ports, poll_s=0.2)
-        x, seq = mirai.features[:200], mirai.sequences[:200]
-        before = backend.score(x, seq)
-        new = export_other_autoencoder(models, mirai)
-        assert new != before.versions["autoencoder"]
+        x, seq = capture.features[:200], capture.sequences[:200]
+        before = backend.score(x, seq, role)
+        new = export_other_autoencoder(models, capture, role)
+        assert new != before.versions[autoencoder]
         deadline = time.monotonic() + 60
-        after = backend.score(x, seq)
-        while after.versions["autoencoder"] != new and time.monotonic() < deadline:
+        after = backend.score(x, seq, role)
+        while after.versions[autoencoder] != new and time.monotonic() < deadline:
             time.sleep(0.2)
-            after = backend.score(x, seq)
-        assert after.versions == {"autoencoder": new, "lstm": before.versions["lstm"]}
-        assert after.cards["autoencoder"]["version"] == new
-        fresh = InProcessBackend(models).score(x, seq)  # loads the latest: the new version
+            after = backend.score(x, seq, role)
+        assert after.versions == {autoencoder: new, lstm: before.versions[lstm]}
+        assert after.cards[autoencoder]["version"] == new
+        fresh = InProcessBackend(models).score(x, seq, role)  # loads the latest: the new version
         np.testing.assert_allclose(after.autoencoder_scores, fresh.autoencoder_scores, rtol=1e-5, atol=1e-7)
         assert not np.allclose(after.autoencoder_scores, before.autoencoder_scores)
         np.testing.assert_allclose(after.lstm_scores, before.lstm_scores, rtol=1e-5, atol=1e-7)
