@@ -20,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from services.common import serde
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, to_env
+from services.featurizer.store import FLOW_COUNTERS, stats_field
 
 STREAMING_SERVICES = ("featurizer", "scorer", "alerter")
 
@@ -71,6 +72,11 @@ class Snapshot:
     windows: int
     early_windows: int
     open_windows: int
+    dst_expected: int  # flows the dst role must account for: all published, or 0 when dst windows are off
+    dst_featurized: int
+    dst_rejected: int  # late, undecodable or invalid in the dst role
+    dst_windows: int
+    dst_early_windows: int
     scored: int
     rejected_windows: int
     anomalies: int
@@ -81,19 +87,31 @@ class Snapshot:
     def flows_accounted(self) -> int:
         return self.featurized + self.late + self.undecodable + self.invalid
 
+    @property
+    def all_windows(self) -> int:
+        """Every window the scorer must score: closed and early, both roles."""
+        return self.windows + self.early_windows + self.dst_windows + self.dst_early_windows
+
+    def featurizer_done(self) -> bool:
+        return (
+            self.flows_accounted >= self.published
+            and self.dst_featurized + self.dst_rejected >= self.dst_expected
+            and self.open_windows == 0
+        )
+
     def drained(self) -> bool:
         return (
             self.published > 0
-            and self.flows_accounted >= self.published
-            and self.open_windows == 0
-            and self.scored + self.rejected_windows >= self.windows + self.early_windows
+            and self.featurizer_done()
+            and self.scored + self.rejected_windows >= self.all_windows
             and self.alerter_consumed >= self.anomalies
         )
 
     def line(self) -> str:
         return (
             f"flows {self.flows_accounted}/{self.published} featurized | windows {self.windows} "
-            f"(+{self.early_windows} early, open {self.open_windows}) | scored {self.scored} | "
+            f"(+{self.early_windows} early, dst {self.dst_windows}+{self.dst_early_windows}, open {self.open_windows})"
+            f" | scored {self.scored} | "
             f"anomalies {self.anomalies} | alerts {self.alerts}"
         )
 
@@ -105,7 +123,8 @@ def snapshot(settings: Settings) -> Snapshot:
         return {k.decode(): int(v) for k, v in r.hgetall(settings.key(service, "stats")).items()}
 
     collector, feat, scorer, alerter = (stats(s) for s in ("collector", "featurizer", "scorer", "alerter"))
-    open_windows = sum(int(r.zcard(settings.key("feat", "open", p))) for p in range(settings.partitions))
+    slots = [(role, p) for role in settings.roles() for p in range(settings.partitions)]
+    open_windows = sum(int(r.zcard(settings.key("feat", role, "open", p))) for role, p in slots)
     return Snapshot(
         published=collector.get("flows_published", 0),
         featurized=feat.get("flows_featurized", 0),
@@ -115,6 +134,11 @@ def snapshot(settings: Settings) -> Snapshot:
         windows=feat.get("windows_emitted", 0),
         early_windows=feat.get("windows_early", 0),
         open_windows=open_windows,
+        dst_expected=collector.get("flows_published", 0) if "dst" in settings.roles() else 0,
+        dst_featurized=feat.get(stats_field("dst", "flows_featurized"), 0),
+        dst_rejected=sum(feat.get(stats_field("dst", f"flows_{kind}"), 0) for kind in FLOW_COUNTERS),
+        dst_windows=feat.get(stats_field("dst", "windows_emitted"), 0),
+        dst_early_windows=feat.get(stats_field("dst", "windows_early"), 0),
         scored=scorer.get("windows_scored", 0),
         rejected_windows=scorer.get("windows_rejected", 0),
         anomalies=scorer.get("anomalies", 0),

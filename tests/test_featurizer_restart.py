@@ -19,7 +19,7 @@ def wait_featurized(settings: Settings, published: int, timeout: float = 180.0) 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         snap = runner.snapshot(settings)
-        if snap.published == published and snap.flows_accounted >= published and snap.open_windows == 0:
+        if snap.published == published and snap.featurizer_done():
             return snap
         time.sleep(0.5)
     pytest.fail(f"featurizer did not finish: {runner.snapshot(settings).line()}")
@@ -38,7 +38,9 @@ def replay_all(settings: Settings, run_service) -> int:
 @pytest.mark.e2e
 def test_killed_featurizer_resumes_without_loss_or_double_count(settings: Settings, run_service) -> None:
     flows, _ = load_flows([CAPTURE])
-    offline = {w["window_id"]: w for w in build_windows(flows, settings.window_seconds)}
+    offline = {
+        w["window_id"]: w for role in ("src", "dst") for w in build_windows(flows, settings.window_seconds, role)
+    }
     # Small batches, so the kill lands mid-stream with state and offsets in flight.
     settings = settings.model_copy(update={"featurizer_batch": 100})
     published = replay_all(settings, run_service)
@@ -56,9 +58,9 @@ def test_killed_featurizer_resumes_without_loss_or_double_count(settings: Settin
         snap = wait_featurized(settings, published)
         windows = streamed_windows(settings)
 
-    assert snap.featurized == len(flows), "every flow counted exactly once"
-    assert snap.late == snap.undecodable == 0
-    assert snap.windows == len(offline), "every window closed exactly once"
+    assert snap.featurized == snap.dst_featurized == len(flows), "every flow counted exactly once in each role"
+    assert snap.late == snap.undecodable == snap.dst_rejected == 0
+    assert snap.windows + snap.dst_windows == len(offline), "every window closed exactly once"
     assert set(windows) == set(offline)
     for wid, w in offline.items():
         assert windows[wid]["features"] == w["features"], wid

@@ -47,17 +47,20 @@ def publish(settings: Settings, flows: list[dict]) -> None:
 def test_two_workers_split_the_hosts_and_produce_the_same_windows_as_one(settings: Settings, run_service) -> None:
     flows, _ = load_flows(CAPTURES)
     hosts = {f["src_addr"] for f in flows}
-    offline = {w["window_id"]: w for w in build_windows(flows, settings.window_seconds)}
+    offline = {
+        w["window_id"]: w for role in ("src", "dst") for w in build_windows(flows, settings.window_seconds, role)
+    }
     with run_service(settings, "featurizer"), run_service(settings, "featurizer"):
         time.sleep(8)  # both join the group before the flows arrive, so the partitions are split
         publish(settings, flows)
-        snap = wait_for(settings, lambda s: s.flows_accounted >= len(flows) and s.open_windows == 0)
+        snap = wait_for(settings, lambda s: s.published == len(flows) and s.featurizer_done())
     streamed = {w["window_id"]: w for w in runner.read_topic(settings, "host-windows", "HostWindow") if w["final"]}
     r = sync_redis(settings)
-    workers = {r.hget(settings.key("feat", "p", p), "worker") for p in range(settings.partitions)} - {None}
+    workers = {r.hget(settings.key("feat", "src", "p", p), "worker") for p in range(settings.partitions)} - {None}
     assert len(hosts) > settings.partitions / 2, "enough hosts to spread over the partitions"
     assert len(workers) == 2, f"both workers applied partitions: {workers}"
-    assert snap.featurized == len(flows) and snap.windows == len(offline)
+    assert snap.featurized == snap.dst_featurized == len(flows)
+    assert snap.windows + snap.dst_windows == len(offline)
     assert streamed.keys() == offline.keys()
     assert all(streamed[k]["features"] == offline[k]["features"] for k in offline)
 
@@ -77,15 +80,14 @@ def test_late_and_malformed_flows_land_in_the_dlq_and_the_agent_keeps_going(sett
         for value in (b"not avro at all", serde.encode("Flow", head[0])[:-4], host_window, serde.encode("Flow", late)):
             producer.produce(topic, value, key)
         kafka.drain(producer)
-        r = sync_redis(settings)
-        r.hincrby(settings.key("collector", "stats"), "flows_published", 4)
-        publish(settings, tail)
-        snap = wait_for(settings, lambda s: s.flows_accounted >= len(head) + len(tail) + 4 and s.open_windows == 0)
+        publish(settings, tail)  # the 4 written to flows alone are not counted as published: dst never sees them
+        snap = wait_for(settings, lambda s: s.flows_accounted >= len(head) + len(tail) + 4 and s.featurizer_done())
         assert featurizer.poll() is None, "the featurizer survived"
     dlq = [json.loads(v) for v in runner.read_topic(settings, "flows.dlq", None)]
-    reasons = sorted(d["reason"].split(":")[0] for d in dlq)
-    assert snap.featurized == len(head) + len(tail)
+    reasons = sorted(d["reason"].split(" ")[0].rstrip(":") for d in dlq)
+    assert snap.featurized == snap.dst_featurized == len(head) + len(tail)
     assert (snap.undecodable, snap.late) == (3, 1)
+    assert snap.dst_rejected == 0, "the bad records were written to flows only"
     assert len(dlq) == 4
     assert reasons.count("late") == 1
     assert any("not Avro single-object" in d["reason"] for d in dlq)

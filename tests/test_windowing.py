@@ -1,12 +1,16 @@
-"""The featurizer's window bookkeeping, without Kafka or Redis, on real flows."""
+"""The featurizer's window bookkeeping, without Kafka or Redis, on real flows, in both roles."""
+
+import pytest
 
 from services.common import serde
-from services.featurizer.windowing import EarlyState, WindowKey, closing_in_batch, early_emissions, plan_batch
+from services.featurizer.windowing import EarlyState, PartitionWindows, WindowKey, WindowRules, early_emissions
 from tests.paths import SAMPLE
 from training.datasets import load_flows
-from training.windows import build_windows, window_start
+from training.windows import HOST_FIELD, build_windows, window_start
 
 W, LATE = 60.0, 30.0
+RULES = WindowRules(W, LATE, early_flows=50, early_seconds=20.0, future_tolerance=1e12)
+NOW = 2e9
 
 
 def real_events(name: str = "CTU-Honeypot-Capture-4-1-labeled.csv.gz") -> tuple[list, list]:
@@ -14,45 +18,92 @@ def real_events(name: str = "CTU-Honeypot-Capture-4-1-labeled.csv.gz") -> tuple[
     return flows, [(i, serde.encode("Flow", f)) for i, f in enumerate(flows)]
 
 
-def test_batches_equal_one_at_a_time() -> None:
-    _, events = real_events()
-    whole = plan_batch(events, -1, float("-inf"), W, LATE)
-    hwm, wm, appended = -1, float("-inf"), 0
-    for i in range(0, len(events), 7):
-        part = plan_batch(events[i : i + 7], hwm, wm, W, LATE)
-        hwm, wm, appended = part.hwm, part.watermark, appended + part.accepted
-    assert (whole.hwm, whole.watermark, whole.accepted) == (hwm, wm, appended) == (len(events) - 1, wm, len(events))
+def run(role: str, events: list, size: int) -> tuple[PartitionWindows, list[dict], int]:
+    """Apply events in batches of `size`, then close what is left, as an idle partition would."""
+    state, windows, accepted = PartitionWindows(role, RULES), [], 0
+    for i in range(0, len(events), size):
+        out = state.apply(events[i : i + size], NOW)
+        windows += out.windows
+        accepted += out.accepted
+    windows += state.apply([], NOW, close_all=True).windows
+    return state, windows, accepted
+
+
+@pytest.mark.parametrize("role", ["src", "dst"])
+def test_streamed_windows_equal_the_training_windows_however_batched(role: str) -> None:
+    flows, events = real_events("CTU-Malware-Capture-8-1-labeled.csv.gz")
+    offline = {w["window_id"]: w for w in build_windows(flows, W, role)}
+    results = [run(role, events, size) for size in (7, 1000, len(events))]
+    for state, windows, accepted in results:
+        closed = {w["window_id"]: w for w in windows if w["final"]}
+        assert accepted == len(flows) and not state.open and state.hwm == len(events) - 1
+        assert closed.keys() == offline.keys()
+        assert all(closed[k]["features"] == offline[k]["features"] for k in offline)
+    early = [sorted(w["window_id"] for w in windows if not w["final"]) for _, windows, _ in results]
+    assert early[0] and early[0] == early[1] == early[2], "early emissions do not depend on batching"
+
+
+def test_dst_windows_are_the_flows_a_host_received() -> None:
+    flows, events = real_events("CTU-Malware-Capture-8-1-labeled.csv.gz")
+    _, windows, _ = run("dst", events, 500)
+    busiest = max((w for w in windows if w["final"]), key=lambda w: w["flow_count"])
+    received = [
+        f
+        for f in flows
+        if f["dst_addr"] == busiest["host"] and window_start(f["first_seen"], W) == busiest["window_start"]
+    ]
+    assert busiest["role"] == "dst" and busiest["window_id"].startswith("dst|")
+    assert busiest["flow_count"] == len(received)
+    assert busiest["features"][1] == sum(f["bytes_rev"] for f in received), "bytes_out: what the host sent back"
+    assert busiest["features"][9] == len({f["src_addr"] for f in received}), "peers: the hosts that contacted it"
 
 
 def test_replayed_offsets_are_skipped() -> None:
     _, events = real_events()
-    first = plan_batch(events[:100], -1, float("-inf"), W, LATE)
-    again = plan_batch(events[50:150], first.hwm, first.watermark, W, LATE)
+    state = PartitionWindows("src", RULES)
+    state.apply(events[:100], NOW)
+    again = state.apply(events[50:150], NOW)
     assert again.duplicates == 50
     assert again.accepted == 50
 
 
-def test_late_and_undecodable_are_rejected_with_reasons() -> None:
+def test_late_undecodable_and_invalid_are_rejected_with_reasons() -> None:
     flows, events = real_events()
     old = dict(flows[0], first_seen=flows[0]["first_seen"] - 3600)
-    batch = [*events[:50], (50, serde.encode("Flow", old)), (51, b"garbage"), (52, None)]
-    plan = plan_batch(batch, -1, float("-inf"), W, LATE)
-    assert [r.offset for r in plan.late] == [50]
-    assert "late: window" in plan.late[0].reason
-    assert [r.offset for r in plan.undecodable] == [51, 52]
-    assert plan.accepted == 50 and plan.hwm == 52
+    nan = dict(flows[1], bytes=-5)
+    batch = [
+        *events[:50],
+        (50, serde.encode("Flow", old)),
+        (51, b"garbage"),
+        (52, None),
+        (53, serde.encode("Flow", nan)),
+    ]
+    state = PartitionWindows("src", RULES)
+    out = state.apply(batch, NOW)
+    assert [(r.offset, r.kind) for r in out.rejected] == [
+        (50, "late"),
+        (51, "undecodable"),
+        (52, "undecodable"),
+        (53, "invalid"),
+    ]
+    assert "late (src window): window" in out.rejected[0].reason
+    assert out.accepted == 50 and state.hwm == 53
+    assert (out.count("late"), out.count("undecodable"), out.count("invalid")) == (1, 2, 1)
 
 
-def test_windows_close_once_the_watermark_passes_their_deadline() -> None:
+@pytest.mark.parametrize("role", ["src", "dst"])
+def test_windows_close_once_the_watermark_passes_their_deadline(role: str) -> None:
     flows, events = real_events()
-    plan = plan_batch(events, -1, float("-inf"), W, LATE)
-    closed = set(closing_in_batch(plan))
-    expected_open = {k for k, d in plan.deadlines.items() if d > plan.watermark}
-    assert closed and expected_open and closed.isdisjoint(expected_open)
-    offline = {(w["host"], w["window_start"]) for w in build_windows(flows, W)}
-    assert {(k.host, k.start) for k in closed | expected_open} == offline
+    state = PartitionWindows(role, RULES)
+    out = state.apply(events, NOW)
+    closed = set(out.closed)
+    assert closed and state.open and closed.isdisjoint(state.open)
+    assert all(w.deadline > state.watermark for w in state.open.values())
+    offline = {(w["host"], w["window_start"]) for w in build_windows(flows, W, role)}
+    assert {(k.host, k.start) for k in closed | set(state.open)} == offline
     last = flows[-1]
-    assert WindowKey(last["src_addr"], window_start(last["first_seen"], W)) in expected_open
+    assert WindowKey(last[HOST_FIELD[role]], window_start(last["first_seen"], W)) in state.open
+    assert set(out.opened) == closed | set(state.open)
 
 
 def test_window_key_round_trips_ipv6() -> None:

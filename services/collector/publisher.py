@@ -1,5 +1,7 @@
-"""Turns Flow records into messages on the flows topic: Avro single-object values keyed by source
-address, so each host's flows stay in order in one partition and no repartition is needed downstream."""
+"""Turns Flow records into messages: Avro single-object values on `flows` keyed by source address and,
+when destination-host windows are on, the same bytes on `flows-by-dst` keyed by destination address. Each
+host's flows stay in order in one partition of each topic, in the order they arrived, so the featurizer
+needs no repartition (which would interleave partitions and make in-time flows look late)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from services.common import kafka, serde
-from services.common.settings import Settings
+from services.common.settings import ROLE_TOPICS, Settings
+from training.windows import HOST_FIELD
 
 
 @dataclass
@@ -25,13 +28,14 @@ class FlowPublisher:
     """Asynchronous produce with delivery reports; never a flush per message."""
 
     def __init__(self, settings: Settings) -> None:
-        self.topic = settings.topic("flows")
+        # (topic, the flow field that keys it) per windowed role
+        self.routes = [(settings.topic(ROLE_TOPICS[role]), HOST_FIELD[role]) for role in settings.roles()]
         self.producer = kafka.producer(settings)
         self.stats = PublishStats()
 
-    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
-            self.stats.delivered += 1
+            self.stats.delivered += msg.topic() == self.routes[0][0]  # flows, not copies, are counted
         else:
             self.stats.delivery_errors += 1
             if len(self.stats.errors) < 10:
@@ -41,12 +45,13 @@ class FlowPublisher:
         n = 0
         for flow in flows:
             value = serde.encode("Flow", flow)
-            while True:
-                try:
-                    self.producer.produce(self.topic, value, flow["src_addr"].encode(), on_delivery=self._delivered)
-                    break
-                except BufferError:  # local queue full: let deliveries drain, then retry
-                    self.producer.poll(0.05)
+            for topic, host in self.routes:
+                while True:
+                    try:
+                        self.producer.produce(topic, value, flow[host].encode(), on_delivery=self._delivered)
+                        break
+                    except BufferError:  # local queue full: let deliveries drain, then retry
+                        self.producer.poll(0.05)
             n += 1
             if n % 1000 == 0:
                 self.producer.poll(0)

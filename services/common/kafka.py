@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from services.common.settings import Settings
@@ -26,7 +27,14 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(conf)
 
 
-def consumer(settings: Settings, service: str, topics: list[str], **overrides: Any) -> Consumer:
+def consumer(
+    settings: Settings,
+    service: str,
+    topics: list[str],
+    on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+    on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+    **overrides: Any,
+) -> Consumer:
     conf = {
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": settings.group(service),
@@ -37,7 +45,8 @@ def consumer(settings: Settings, service: str, topics: list[str], **overrides: A
     }
     conf.update(overrides)
     c = Consumer(conf)
-    c.subscribe(topics)
+    callbacks = {"on_assign": on_assign, "on_revoke": on_revoke, "on_lost": on_revoke}
+    c.subscribe(topics, **{name: fn for name, fn in callbacks.items() if fn is not None})
     return c
 
 
@@ -87,3 +96,30 @@ def drain(p: Producer, timeout: float = 30.0) -> None:
     remaining = p.flush(timeout)
     if remaining:
         raise KafkaException(f"{remaining} messages not delivered within {timeout}s")
+
+
+Message = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]  # topic, key, value, headers
+
+
+def produce_all(p: Producer, messages: Iterable[Message], timeout: float = 30.0) -> int:
+    """Produce messages and wait until the broker acknowledged every one; raise KafkaException if any
+    failed, so the caller retries its batch instead of moving on. Returns how many were sent."""
+    failures: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    sent = 0
+    for topic, key, value, headers in messages:
+        while True:
+            try:
+                p.produce(topic, value, key, headers=headers, on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                p.poll(0.05)
+        sent += 1
+    drain(p, timeout)
+    if failures:
+        raise KafkaException(f"{len(failures)} of {sent} messages failed: {failures[0]}")
+    return sent

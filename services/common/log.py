@@ -9,6 +9,4 @@ import os
 def setup(service: str) -> logging.Logger:
     level = os.environ.get("FLOWSENTINEL_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiokafka", "faust", "mode", "kafka"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     return logging.getLogger(f"flowsentinel.{service}")

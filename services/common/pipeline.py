@@ -102,15 +102,9 @@ def run_loop(
                     producer.produce(dlq, record)
                     metrics.DLQ.labels(service, "undecodable").inc()
             outputs = transform(records) if records else []
+            kafka.produce_all(producer, [(out.topic, out.key, out.value, None) for out in outputs])
             for out in outputs:
-                while True:
-                    try:
-                        producer.produce(out.topic, out.value, out.key)
-                        metrics.PRODUCED.labels(service, out.topic).inc()
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-            kafka.drain(producer)
+                metrics.PRODUCED.labels(service, out.topic).inc()
             redis.hincrby(stats_key, "consumed", len(records))
             metrics.CONSUMED.labels(service).inc(len(records))
             if rejected:

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import redis
-import redis.asyncio as aioredis
 
 from services.common.settings import Settings
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url.get_secret_value())
-
-
-def async_redis(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url.get_secret_value())

@@ -43,6 +43,9 @@ class RunningStackSource(PydanticBaseSettingsSource):
         return {k: stack[k] for k in ("kafka_bootstrap", "redis_url") if k in stack}
 
 
+ROLE_TOPICS = {"src": "flows", "dst": "flows-by-dst"}  # host role -> the topic its windows are built from
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -72,7 +75,12 @@ class Settings(BaseSettings):
     early_emit_seconds: float = Field(20.0, ge=0, description="...and every this many event-time seconds (0 = off)")
     history_windows: int = Field(8, ge=1, description="K: the host's last windows the LSTM reads")
     host_ttl_seconds: int = Field(86400, gt=0, description="Forget a host's window history after this long quiet")
-    featurizer_batch: int = Field(2000, ge=1, description="Flows per featurizer batch")
+    window_roles: str = Field(
+        "src,dst",
+        pattern=r"^src(,dst)?$",
+        description="Host windows built: src (flows a host started), dst (flows it received; doubles the flow topics)",
+    )
+    featurizer_batch: int = Field(5000, ge=1, description="Flows per featurizer batch")
     featurizer_batch_wait_s: float = Field(0.2, gt=0, description="Max wait to fill a featurizer batch")
 
     # Scorer
@@ -156,7 +164,11 @@ class Settings(BaseSettings):
 
     def all_topics(self) -> list[str]:
         base = ["flows", "host-windows", "scores", "anomalies", "alerts"]
-        return [self.topic(t) for t in base] + [self.topic(f"{t}.dlq") for t in base]
+        by_dst = [ROLE_TOPICS["dst"]]  # the collector's copy of flows keyed by destination, for dst windows
+        return [self.topic(t) for t in base + by_dst] + [self.topic(f"{t}.dlq") for t in base]
+
+    def roles(self) -> list[str]:
+        return self.window_roles.split(",")
 
 
 def load_settings(**overrides: Any) -> Settings:

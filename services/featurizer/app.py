@@ -1,148 +1,184 @@
-"""The featurizer: flows -> per-host event-time windows -> host-windows, as a Faust app.
+"""The featurizer: flows -> per-host event-time windows -> host-windows.
 
-Read top to bottom: the app, its input topic, the agent that applies batches of flows to the window
-state in Redis and publishes what closed, and a timer that closes the windows of partitions that
-went quiet (the end of a replay, a quiet network) and re-publishes anything a crash left queued.
+One loop, read top to bottom: consume a batch from `flows` (src windows: the flows a host started) and
+`flows-by-dst` (dst windows: the flows it received); apply each partition's flows to its open windows,
+held in memory (services.featurizer.windowing); checkpoint the batch's effect to Redis in one
+transaction with the partition's offset; publish the windows it emitted and the flows it rejected; commit.
+Partitions that went quiet (the end of a replay, a quiet network) have their windows closed after
+idle_flush_seconds. Redis and broker outages are waited out without committing; a partition whose
+checkpoint failed is reloaded from Redis, so memory never runs ahead of what a successor would see.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
+import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
-import faust
-from aiokafka.errors import KafkaError
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from redis.exceptions import RedisError
 
-from services.common import log, metrics, preflight
-from services.common.redis_client import async_redis
-from services.common.settings import Settings, load_settings
-from services.featurizer.store import BatchResult, WindowStore
+from services.common import kafka, log, metrics, preflight, serde
+from services.common.pipeline import LAG_EVERY_S, StopFlag, consumer_lag
+from services.common.redis_client import sync_redis
+from services.common.settings import ROLE_TOPICS, Settings, load_settings
+from services.featurizer.store import WindowStore
+from services.featurizer.windowing import BatchOutcome, PartitionWindows
 
-# Outages worth waiting out; anything else is a bug and must not be acked.
-TRANSIENT = (RedisError, KafkaError, OSError, asyncio.TimeoutError)
+# Outages worth waiting out; anything else is a bug and must not be committed.
+TRANSIENT = (RedisError, KafkaException, OSError)
+T = TypeVar("T")
+Slot = tuple[str, int]  # (role, partition)
 
 
-def build_app(settings: Settings) -> tuple[faust.App, metrics.Health]:
-    logger = log.setup("featurizer")
-    datadir = settings.run_dir / "faust"
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.group("featurizer"),
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        datadir=str(datadir),  # Faust's own files stay in the run folder, not the working directory
-        web_enabled=False,
-        topic_disable_leader=True,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 3),
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-    )
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    flows = app.topic(settings.topic("flows"), **raw)
-    outputs: dict[str, faust.TopicT] = {}
-    store = WindowStore(async_redis(settings), settings)
-    lock = asyncio.Lock()  # the agent and the timer both move a partition's state
-    last_activity: dict[int, float] = {}
+class Featurizer:
+    def __init__(self, settings: Settings, health: metrics.Health, logger: logging.Logger) -> None:
+        self.s = settings
+        self.health = health
+        self.logger = logger
+        self.roles = {settings.topic(ROLE_TOPICS[role]): role for role in settings.roles()}
+        self.store = WindowStore(sync_redis(settings), settings)
+        self.producer = kafka.producer(settings)
+        self.consumer = kafka.consumer(
+            settings, "featurizer", list(self.roles), on_assign=self._assigned, on_revoke=self._revoked
+        )
+        self.assigned: set[Slot] = set()
+        self.state: dict[Slot, PartitionWindows] = {}  # loaded lazily, after assignment, with retries
+        self.last_input: dict[Slot, float] = {}
 
-    health = metrics.Health()
+    def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        now = time.monotonic()
+        for tp in partitions:
+            slot = (self.roles[tp.topic], tp.partition)
+            self.assigned.add(slot)
+            self.last_input[slot] = now
 
-    async def persistently(what: str, step: Callable[[], Awaitable[Any]]) -> Any:
-        """Run a step until Redis and the broker let it through. The batch is neither acked nor committed
-        meanwhile, so an outage delays flows and loses none."""
+    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            slot = (self.roles[tp.topic], tp.partition)
+            self.assigned.discard(slot)
+            self.state.pop(slot, None)  # every applied batch is checkpointed: nothing to save
+
+    def run(self, stop: StopFlag) -> None:
+        self.logger.info("consuming %s", ", ".join(self.roles))
+        lag_checked = 0.0
+        try:
+            while not stop.is_set():
+                if time.monotonic() - lag_checked >= LAG_EVERY_S:
+                    metrics.LAG.labels("featurizer").set(self._persistently("lag", lambda: consumer_lag(self.consumer)))
+                    lag_checked = time.monotonic()
+                messages = self.consumer.consume(self.s.featurizer_batch, self.s.featurizer_batch_wait_s)
+                started = time.perf_counter()
+                batches: dict[Slot, list[tuple[int, bytes | None]]] = defaultdict(list)
+                for m in messages:
+                    if m.error():
+                        self.logger.warning("consumer error: %s", m.error())
+                        continue
+                    batches[(self.roles[m.topic()], m.partition())].append((m.offset(), m.value()))
+                for slot, events in batches.items():
+                    self._persistently(f"{slot[0]} partition {slot[1]}", lambda s=slot, e=events: self._step(s, e))
+                    self.last_input[slot] = time.monotonic()
+                self._close_idle()
+                if batches:
+                    self._commit()
+                    n = sum(len(e) for e in batches.values())
+                    metrics.CONSUMED.labels("featurizer").inc(n)
+                    metrics.BATCH_SIZE.labels("featurizer").observe(n)
+                    metrics.BATCH_SECONDS.labels("featurizer").observe(time.perf_counter() - started)
+        finally:
+            self.consumer.close()
+            kafka.drain(self.producer)
+
+    def _step(self, slot: Slot, events: list[tuple[int, bytes | None]], close_all: bool = False) -> None:
+        """Apply, checkpoint, publish. On failure the slot's memory is dropped and reloaded on retry: offsets
+        already checkpointed are then recognised and skipped."""
+        state = self._load(slot)
+        try:
+            batch = state.apply(events, time.time(), close_all)
+            frames = self.store.checkpoint(state, slot[1], batch)
+        except TRANSIENT:
+            self.state.pop(slot, None)
+            raise
+        self._record(slot, batch)
+        self._publish(slot, frames)
+
+    def _load(self, slot: Slot) -> PartitionWindows:
+        if slot not in self.state:
+            role, partition = slot
+            state = self.store.load(role, partition)
+            self._publish(slot, self.store.outbox(role, partition))  # what a crash left queued
+            self.state[slot] = state
+        return self.state[slot]
+
+    def _publish(self, slot: Slot, frames: list[bytes]) -> None:
+        try:
+            entries = [serde.unpack_frame(f) for f in frames]
+            kafka.produce_all(self.producer, [(topic, key or None, value, None) for topic, key, value in entries])
+            self.store.delivered(*slot, len(frames))
+        except TRANSIENT:
+            self.state.pop(slot, None)  # the outbox still holds them: published again when the slot reloads
+            raise
+        for topic, _, _ in entries:
+            metrics.PRODUCED.labels("featurizer", topic).inc()
+
+    def _close_idle(self) -> None:
+        """Close the open windows of partitions that got no flow for idle_flush_seconds."""
+        now = time.monotonic()
+        for slot in sorted(self.assigned):
+            if now - self.last_input.get(slot, now) < self.s.idle_flush_seconds:
+                continue
+            state = self._persistently(f"loading {slot[0]} partition {slot[1]}", lambda s=slot: self._load(s))
+            if state.open:
+                self._persistently("idle close", lambda s=slot: self._step(s, [], close_all=True))
+                self.logger.info("%s partition %d idle: closed its open windows", *slot)
+            self.last_input[slot] = now
+
+    def _commit(self) -> None:
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:  # a rebalance or an outage: the successor skips what was checkpointed
+            self.logger.warning("offset commit failed (%s); checkpointed offsets make the replay harmless", exc)
+
+    def _record(self, slot: Slot, batch: BatchOutcome) -> None:
+        role = slot[0]
+        metrics.WINDOWS_EMITTED.labels("closed").inc(len(batch.closed))
+        metrics.WINDOWS_EMITTED.labels("early").inc(batch.early)
+        for rejected in batch.rejected:
+            metrics.DLQ.labels("featurizer", rejected.kind).inc()
+        if batch.rejected:
+            self.logger.warning("%d %s flows sent to the DLQ", len(batch.rejected), role)
+
+    def _persistently(self, what: str, step: Callable[[], T]) -> T:
+        """Run a step until Redis and the broker let it through. Nothing is committed meanwhile, so an
+        outage delays flows and loses none."""
         delay = 0.5
         while True:
             try:
-                result = await step()
-                health.set_ready(True)
+                result = step()
+                self.health.set_ready(True)
                 return result
             except TRANSIENT as exc:
-                health.set_ready(False, f"{what}: {exc}")
+                self.health.set_ready(False, f"{what}: {exc}")
                 metrics.ERRORS.labels("featurizer", type(exc).__name__).inc()
-                logger.error("%s failed (%s); retrying in %.1f s", what, exc, delay)
-                await asyncio.sleep(delay)
+                self.logger.error("%s failed (%s); retrying in %.1f s", what, exc, delay)
+                time.sleep(delay)
                 delay = min(delay * 2, 30.0)
-
-    async def publish(partition: int) -> None:
-        entries = await store.outbox(partition)
-        pending = []
-        for topic, key, value in entries:
-            out = outputs.setdefault(topic, app.topic(topic, **raw))
-            pending.append(await out.send(key=key or None, value=value))
-            metrics.PRODUCED.labels("featurizer", topic).inc()
-        await asyncio.gather(*pending)
-        await store.outbox_delivered(partition, len(entries))
-
-    @app.agent(flows)
-    async def featurize(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.featurizer_batch, within=settings.featurizer_batch_wait_s):
-            try:
-                await featurize_batch(events)
-            except Exception:  # a bug, not an outage: exit before Faust acks the batch, so it is replayed
-                logger.exception("unexpected error; exiting without committing this batch")
-                os._exit(70)
-
-    async def featurize_batch(events: list[Any]) -> None:
-        started = time.perf_counter()
-        by_partition: dict[int, list[tuple[int, bytes | None]]] = defaultdict(list)
-        for event in events:
-            by_partition[event.message.partition].append((event.message.offset, event.message.value))
-        async with lock:
-            for partition, batch in by_partition.items():
-                result = await persistently(f"partition {partition}", lambda p=partition, b=batch: store.apply(p, b))
-                await persistently(f"publishing partition {partition}", lambda p=partition: publish(p))
-                last_activity[partition] = time.monotonic()
-                record(result)
-        metrics.CONSUMED.labels("featurizer").inc(len(events))
-        metrics.BATCH_SIZE.labels("featurizer").observe(len(events))
-        metrics.BATCH_SECONDS.labels("featurizer").observe(time.perf_counter() - started)
-
-    def record(result: BatchResult) -> None:
-        metrics.WINDOWS_EMITTED.labels("closed").inc(result.windows_closed)
-        metrics.WINDOWS_EMITTED.labels("early").inc(result.windows_early)
-        for reason, n in (("late", result.late), ("rejected", result.undecodable)):
-            if n:
-                metrics.DLQ.labels("featurizer", reason).inc(n)
-                logger.warning("%d %s flows sent to the DLQ", n, reason)
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
-        now = time.monotonic()
-        for tp in assigned:
-            if tp.topic == flows.get_topic_name():
-                last_activity.setdefault(tp.partition, now)
-
-    @app.timer(interval=min(1.0, settings.idle_flush_seconds))
-    async def close_idle_partitions() -> None:
-        now = time.monotonic()
-        mine = [tp.partition for tp in app.consumer.assignment() if tp.topic == flows.get_topic_name()]
-        for partition in mine:
-            idle = now - last_activity.get(partition, now) >= settings.idle_flush_seconds
-            async with lock:
-                if idle and await persistently("idle check", lambda p=partition: store.open_windows(p)):
-                    result = await persistently("idle close", lambda p=partition: store.apply(p, [], close_all=True))
-                    logger.info("partition %d idle: closed %d windows", partition, result.windows_closed)
-                    record(result)
-                await persistently(f"publishing partition {partition}", lambda p=partition: publish(p))
-
-    return app, health
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-level", default="warning", help="Faust worker log level")
+    del p  # configured through FLOWSENTINEL_* settings only
 
 
 def run(args: argparse.Namespace) -> int:
+    del args
     settings = load_settings()
     preflight.check(settings)
-    app, health = build_app(settings)
+    logger = log.setup("featurizer")
+    health = metrics.Health()
     metrics.serve(settings.metrics_port, health)
-    faust.Worker(app, loglevel=args.log_level.upper(), quiet=True).execute_from_commandline()
+    stop = StopFlag().install()
+    Featurizer(settings, health, logger).run(stop)
     return 0

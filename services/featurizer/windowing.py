@@ -1,5 +1,6 @@
-"""Pure window bookkeeping for one partition's batch: which flows are fresh, late or unreadable, which
-windows they join, and which windows the batch closes. No Kafka, no Redis: tested on its own.
+"""Pure window bookkeeping for one partition in one role: which flows are fresh, replayed, late or
+unreadable, which host windows they join, which windows emit early and which close. No Kafka, no Redis:
+the state lives in memory, `apply` returns what a batch changed, and the store checkpoints exactly that.
 
 Processing a batch gives exactly what processing its flows one at a time would: a flow is late when
 the partition's watermark (latest flow start seen) had already passed its window's deadline when it
@@ -14,7 +15,7 @@ from typing import Any
 
 from services.common import serde
 from training.flowcheck import flow_problem
-from training.windows import window_start
+from training.windows import HOST_FIELD, host_window, window_start
 
 Flow = dict[str, Any]
 
@@ -39,66 +40,7 @@ class Rejected:
     offset: int
     value: bytes | None
     reason: str
-
-
-@dataclass
-class BatchPlan:
-    hwm: int
-    watermark: float
-    appends: dict[WindowKey, list[tuple[bytes, Flow]]] = field(default_factory=lambda: defaultdict(list))
-    deadlines: dict[WindowKey, float] = field(default_factory=dict)
-    late: list[Rejected] = field(default_factory=list)
-    undecodable: list[Rejected] = field(default_factory=list)
-    invalid: list[Rejected] = field(default_factory=list)
-    duplicates: int = 0
-
-    @property
-    def accepted(self) -> int:
-        return sum(len(v) for v in self.appends.values())
-
-
-def plan_batch(
-    events: list[tuple[int, bytes | None]],
-    hwm: int,
-    watermark: float,
-    window_seconds: float,
-    lateness: float,
-    now: float | None = None,
-    future_tolerance: float = 3600.0,
-) -> BatchPlan:
-    """Assign a partition's events (offset, raw Flow message), in offset order, to host windows.
-    Flows with impossible values, or starting beyond `now` + `future_tolerance`, are rejected."""
-    plan = BatchPlan(hwm=hwm, watermark=watermark)
-    for offset, value in events:
-        if offset <= plan.hwm:  # already applied before a crash or rebalance: count it once only
-            plan.duplicates += 1
-            continue
-        plan.hwm = offset
-        try:
-            flow = serde.decode_as(value, "Flow")
-        except serde.DecodeError as exc:
-            plan.undecodable.append(Rejected(offset, value, str(exc)))
-            continue
-        problem = flow_problem(flow, now, future_tolerance)
-        if problem:
-            plan.invalid.append(Rejected(offset, value, problem))
-            continue
-        start = window_start(flow["first_seen"], window_seconds)
-        deadline = start + window_seconds + lateness
-        if deadline <= plan.watermark:
-            reason = f"late: window {start} closed at watermark {plan.watermark} (lateness {lateness}s)"
-            plan.late.append(Rejected(offset, value, reason))
-            continue
-        key = WindowKey(flow["src_addr"], start)
-        plan.appends[key].append((value or b"", flow))
-        plan.deadlines[key] = deadline
-        plan.watermark = max(plan.watermark, flow["first_seen"])
-    return plan
-
-
-def closing_in_batch(plan: BatchPlan) -> list[WindowKey]:
-    """Windows first opened in this batch whose deadline the batch's watermark already passed."""
-    return [k for k, d in plan.deadlines.items() if d <= plan.watermark]
+    kind: str  # late, undecodable or invalid: the counter it goes to
 
 
 @dataclass
@@ -136,3 +78,130 @@ def early_emissions(
             points.append(count)
             state = EarlyState(count, flow["first_seen"])
     return points, state
+
+
+@dataclass
+class OpenWindow:
+    deadline: float
+    flows: list[Flow] = field(default_factory=list)
+    early: EarlyState = field(default_factory=lambda: EarlyState(0, 0.0))
+
+
+@dataclass(frozen=True)
+class WindowRules:
+    window_seconds: float
+    lateness: float
+    early_flows: int
+    early_seconds: float
+    future_tolerance: float = 3600.0
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did: the records to publish and the state changes to checkpoint."""
+
+    windows: list[dict[str, Any]] = field(default_factory=list)  # HostWindow records: early ones, then closed
+    rejected: list[Rejected] = field(default_factory=list)
+    appended: dict[WindowKey, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    opened: dict[WindowKey, float] = field(default_factory=dict)  # new open windows -> deadline
+    early_states: dict[WindowKey, EarlyState] = field(default_factory=dict)
+    closed: list[WindowKey] = field(default_factory=list)
+    duplicates: int = 0
+    early: int = 0
+
+    @property
+    def accepted(self) -> int:
+        return sum(len(v) for v in self.appended.values())
+
+    def count(self, kind: str) -> int:
+        return sum(1 for r in self.rejected if r.kind == kind)
+
+
+@dataclass
+class PartitionWindows:
+    """One partition's open windows in one role, and how far it has read."""
+
+    role: str
+    rules: WindowRules
+    hwm: int = -1  # last applied offset of this partition
+    watermark: float = float("-inf")
+    open: dict[WindowKey, OpenWindow] = field(default_factory=dict)
+
+    def apply(self, events: list[tuple[int, bytes | None]], now: float, close_all: bool = False) -> BatchOutcome:
+        """Apply a batch (offset order); with close_all, also close every open window (the partition went
+        idle). Mutates the state; the outcome says what changed."""
+        out = BatchOutcome()
+        fresh: dict[WindowKey, list[Flow]] = defaultdict(list)
+        for offset, value in events:
+            if offset <= self.hwm:  # applied before a crash or rebalance: count it once only
+                out.duplicates += 1
+                continue
+            self.hwm = offset
+            flow = self._admit(offset, value, now, out)
+            if flow is None:
+                continue
+            start = window_start(flow["first_seen"], self.rules.window_seconds)
+            key = WindowKey(flow[HOST_FIELD[self.role]], start)
+            if key not in self.open:
+                deadline = start + self.rules.window_seconds + self.rules.lateness
+                self.open[key] = OpenWindow(deadline, early=EarlyState(0, start))
+                out.opened[key] = deadline
+            fresh[key].append(flow)
+            out.appended[key].append(value or b"")
+            self.watermark = max(self.watermark, flow["first_seen"])
+
+        for key, flows in fresh.items():  # early emissions are decided flow by flow: batching does not matter
+            window = self.open[key]
+            stored = len(window.flows)
+            window.flows.extend(flows)
+            self._emit_early(key, window, stored, flows, now, out)
+        for key in sorted(self._closing(close_all), key=lambda k: (k.start, k.host)):
+            window = self.open.pop(key)
+            out.windows.append(self._record(key, window.flows, True, now))
+            out.closed.append(key)
+        return out
+
+    def _admit(self, offset: int, value: bytes | None, now: float, out: BatchOutcome) -> Flow | None:
+        """The decoded flow, or None with the reason recorded."""
+        try:
+            flow = serde.decode_as(value, "Flow")
+        except serde.DecodeError as exc:
+            out.rejected.append(Rejected(offset, value, str(exc), "undecodable"))
+            return None
+        problem = flow_problem(flow, now, self.rules.future_tolerance)
+        if problem:
+            out.rejected.append(Rejected(offset, value, problem, "invalid"))
+            return None
+        start = window_start(flow["first_seen"], self.rules.window_seconds)
+        if start + self.rules.window_seconds + self.rules.lateness <= self.watermark:
+            reason = (
+                f"late ({self.role} window): window {start} closed at watermark {self.watermark} "
+                f"(lateness {self.rules.lateness}s)"
+            )
+            out.rejected.append(Rejected(offset, value, reason, "late"))
+            return None
+        return flow
+
+    def _closing(self, close_all: bool) -> set[WindowKey]:
+        if close_all and self.open:
+            # later flows for these windows are late, not a second copy of them
+            self.watermark = max(self.watermark, max(w.deadline for w in self.open.values()))
+        return {k for k, w in self.open.items() if close_all or w.deadline <= self.watermark}
+
+    def _emit_early(
+        self, key: WindowKey, window: OpenWindow, stored: int, flows: list[Flow], now: float, out: BatchOutcome
+    ) -> None:
+        points, window.early = early_emissions(
+            stored, flows, window.early, self.rules.early_flows, self.rules.early_seconds
+        )
+        if not points:
+            return
+        for count in points:
+            record = self._record(key, window.flows[:count], False, now)
+            record["window_id"] += f"#{count}"
+            out.windows.append(record)
+        out.early += len(points)
+        out.early_states[key] = window.early
+
+    def _record(self, key: WindowKey, flows: list[Flow], final: bool, now: float) -> dict[str, Any]:
+        return host_window(key.host, self.role, key.start, self.rules.window_seconds, flows, final, now)
