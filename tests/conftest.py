@@ -134,8 +134,9 @@ def run_service(request: pytest.FixtureRequest, tmp_path: Path) -> RunService:
 
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's models, trained once per session on the benign flows of the bundled training captures
-    (never on the captures the end-to-end tests replay)."""
+    """The demo's models (autoencoder and LSTM of each window role: autoencoder, lstm, autoencoder-dst,
+    lstm-dst), trained once per session on the benign flows of the bundled training captures (never on the
+    captures the end-to-end tests replay)."""
     from services.demo import TRAIN_CAPTURES, sample_files
     from training.train_cli import train_and_export
 
