@@ -131,10 +131,10 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, run: Run, pol
 
 
 def models_dir(run: Run) -> tuple[Path, str]:
-    from services.scorer.backends import latest_version
+    from services.scorer.backends import MODEL_NAMES, latest_version
 
     given = REPO_ROOT / "models"
-    if all(latest_version(given, m) is not None for m in ("autoencoder", "lstm")):
+    if all(latest_version(given, m) is not None for m in MODEL_NAMES):
         return given, f"reused from {given}"
     from training.train_cli import train_and_export
 
