@@ -3,11 +3,12 @@
 import gzip
 import math
 
+import numpy as np
 import pytest
 
 from services.collector.replay import parse_speed
 from services.common import serde
-from services.featurizer.windowing import plan_batch
+from services.featurizer.windowing import PartitionWindows, WindowRules
 from tests.paths import SAMPLE
 from training.datasets import UnusableFileError, load_flows
 from training.flowcheck import flow_problem
@@ -70,9 +71,17 @@ def test_nan_and_future_flows_never_move_the_watermark() -> None:
         (1, serde.encode("Flow", {**flow, "first_seen": math.nan})),
         (2, serde.encode("Flow", {**flow, "first_seen": 4_000_000_000.0, "last_seen": 4_000_000_001.0})),
     ]
-    plan = plan_batch(events, -1, float("-inf"), 60, 30, now=flow["first_seen"], future_tolerance=3600)
-    assert plan.accepted == 1 and [r.offset for r in plan.invalid] == [1, 2]
-    assert plan.watermark == flow["first_seen"] and plan.hwm == 2
+    state = PartitionWindows("src", WindowRules(60, 30, 50, 20, future_tolerance=3600))
+    out = state.apply(events, now=flow["first_seen"])
+    assert out.accepted == 1 and [(r.offset, r.kind) for r in out.rejected] == [(1, "invalid"), (2, "invalid")]
+    assert state.watermark == flow["first_seen"] and state.hwm == 2
+
+
+@pytest.mark.parametrize("name", ["bytes", "first_seen"])
+def test_numpy_numbers_from_a_reader_are_numbers(name: str) -> None:
+    flow = real_flow()
+    assert flow_problem({**flow, name: np.int64(5)}) is None
+    assert "invalid" in flow_problem({**flow, name: np.float64("nan")})
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "abc", "nan", "inf", "1e-300"])

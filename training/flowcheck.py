@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import numbers
 from typing import Any
 
 MAX_COUNT = 2**63 - 1
+NUMBERS = (int, float)
 RANGES = {
     "src_port": 65535,
     "dst_port": 65535,
@@ -27,13 +29,14 @@ def flow_problem(
 ) -> str | None:
     """Why this flow cannot be used, or None. `now` (epoch s) rejects flows starting more than
     `future_tolerance` seconds ahead of it: one such flow would close every window of its partition."""
+    # Plain comparisons and exact type tests: this runs once per flow in the featurizer's hot path.
     for name in ("first_seen", "last_seen"):
         value = flow[name]
-        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        if not (type(value) in NUMBERS or isinstance(value, numbers.Real)) or not 0 <= value < math.inf:  # NaN too
             return f"invalid {name}: not a finite epoch time"
     for name, top in RANGES.items():
         value = flow.get(name, 0)
-        if not isinstance(value, int) or not 0 <= value <= top:
+        if not (type(value) is int or isinstance(value, numbers.Integral)) or not 0 <= value <= top:
             return f"invalid {name}: outside 0..{top}"
     if not 1 <= flow.get("sampling_interval", 1) <= 2**31 - 1:
         return "invalid sampling_interval"
