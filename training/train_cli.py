@@ -267,8 +267,10 @@ def train_and_export(
                 )
                 captures[role].append(windows)
             progress.advance(reading)
-        for role in ROLES:
-            data, detectors = role_models_to_train(role, captures[role], settings, seed)
+        # Every role's data is checked before any model trains: a role without enough windows must not leave
+        # the other role's models exported alone.
+        planned = {role: role_models_to_train(role, captures[role], settings, seed) for role in ROLES}
+        for role, (data, detectors) in planned.items():
             result.data.update(data)
             result.detectors.update(detectors)
             for name, detector in detectors.items():

@@ -108,10 +108,10 @@ def versioned_card(models_dir: Path, name: str, version: int) -> dict[str, Any]:
     if int(card.get("version", -1)) != version:
         raise ValueError(f"{path}: its model card says version {card.get('version')!r}")
     # Cards written before windows had roles carry none: those models were trained on src windows.
-    if card.get("role", "src") != MODEL_ROLES.get(name):
+    if card.get("role", "src") != MODEL_ROLES[name]:
         raise ValueError(
             f"{path}: its model card says it was trained on {card.get('role', 'src')} windows, but {name} scores "
-            f"{MODEL_ROLES.get(name)} windows"
+            f"{MODEL_ROLES[name]} windows"
         )
     return card
 
