@@ -47,9 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def ensure_models(settings: Settings, console: Console, retrain: bool) -> None:
-    from services.scorer.backends import latest_version
+    from services.scorer.backends import MODEL_NAMES, latest_version
 
-    if not retrain and all(latest_version(settings.models_dir, m) is not None for m in ("autoencoder", "lstm")):
+    if not retrain and all(latest_version(settings.models_dir, m) is not None for m in MODEL_NAMES):
         console.print(f"models: using those exported in {settings.models_dir}/")
         return
     from training.train_cli import train_and_export
@@ -58,23 +58,25 @@ def ensure_models(settings: Settings, console: Console, retrain: bool) -> None:
     train_and_export(sample_files(TRAIN_CAPTURES), settings.models_dir, settings)
 
 
-def summary_table(snap: runner.Snapshot, metrics: dict[str, float], incidents: int, elapsed: float) -> Table:
+def summary_table(snap: runner.Snapshot, metrics: dict[str, dict[str, float]], incidents: int, elapsed: float) -> Table:
     t = Table(title="FlowSentinel demo: summary", show_header=False)
     rows = [
         ("flows in (replayed)", f"{snap.published:,}"),
-        ("flows featurized", f"{snap.featurized:,}"),
+        ("flows featurized (source / destination host windows)", f"{snap.featurized:,} / {snap.dst_featurized:,}"),
         ("flows in DLQ (late, unreadable, invalid)", f"{snap.late + snap.undecodable + snap.invalid:,}"),
-        ("host windows scored", f"{snap.scored:,}"),
+        ("host windows closed (source / destination)", f"{snap.windows:,} / {snap.dst_windows:,}"),
+        ("host windows scored (closed and early)", f"{snap.scored:,}"),
         ("anomalies", f"{snap.anomalies:,}"),
         ("alerts (incidents opened or escalated)", f"{snap.alerts:,}"),
         ("incidents", f"{incidents:,}"),
-        ("window-level precision", f"{metrics['precision']:.3f}"),
-        ("window-level recall", f"{metrics['recall']:.3f}"),
-        ("window-level F1", f"{metrics['f1']:.3f}"),
-        ("false-positive rate (benign windows)", f"{metrics['fpr']:.3f}"),
-        ("confusion (TP / FP / FN / TN)", f"{metrics['tp']} / {metrics['fp']} / {metrics['fn']} / {metrics['tn']}"),
-        ("wall time", f"{elapsed:.0f} s"),
     ]
+    for role, m in metrics.items():
+        rows += [
+            (f"{role} windows: precision / recall / F1", f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}"),
+            (f"{role} windows: false-positive rate (benign)", f"{m['fpr']:.3f}"),
+            (f"{role} windows: TP / FP / FN / TN", f"{m['tp']} / {m['fp']} / {m['fn']} / {m['tn']}"),
+        ]
+    rows.append(("wall time", f"{elapsed:.0f} s"))
     for k, v in rows:
         t.add_row(k, v)
     return t
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
             snap = runner.wait_until_drained(settings, args.timeout, processes, show)
         scores = runner.read_topic(settings, "scores", "Score")
-        metrics = runner.window_metrics(scores)
+        metrics = {role: runner.window_metrics(scores, role) for role in settings.roles()}
         incidents = len({json.loads(line)["incident_id"] for line in settings.alerts_file.read_text().splitlines()})
         console.print(summary_table(snap, metrics, incidents, time.monotonic() - started))
         console.print(f"alerts as the JSONL sink wrote them: {settings.alerts_file}")

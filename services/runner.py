@@ -203,10 +203,10 @@ def read_topic(settings: Settings, topic: str, schema: str | None, idle: float =
     return out
 
 
-def window_metrics(scores: list[dict[str, Any]]) -> dict[str, float]:
-    """Window-level detection quality over closed windows: an alerted window is one the models flagged;
-    it is truly malicious when any of its flows is labelled malicious. Unlabelled windows are left out."""
-    latest = {s["window_id"]: s for s in scores if s["final"]}.values()
+def window_metrics(scores: list[dict[str, Any]], role: str = "src") -> dict[str, float]:
+    """Window-level detection quality over one role's closed windows: an alerted window is one the models
+    flagged; it is truly malicious when any of its flows is labelled malicious. Unlabelled windows are left out."""
+    latest = {s["window_id"]: s for s in scores if s["final"] and s["role"] == role}.values()
     tp = fp = fn = tn = 0
     for s in latest:
         if not s["labelled_flows"]:
