@@ -396,3 +396,22 @@ def test_services_run_with_the_deployed_configuration(
             f"{n} {PROGRESS[n][0]} {counter(after.get(n, {}), *PROGRESS[n]):.0f}" for n in PIPELINE if n in PROGRESS
         )
     )
+
+
+def script_topics(script: str) -> set[str]:
+    """Topics a kafka-topics.sh script creates: its `for topic in ...` loop over each topic and its .dlq,
+    and any topic it names outright."""
+    looped = {t for names in re.findall(r"for topic in ([a-z\- ]+); do", script) for t in names.split()}
+    named = set(re.findall(r"--topic ([a-z][a-z.\-]*)", script))
+    return looped | {f"{t}.dlq" for t in looped} | named
+
+
+def test_every_deployment_creates_exactly_the_topics_the_services_use() -> None:
+    wanted = set(Settings().all_topics())
+    compose = ds.compose_config()["services"]["kafka-init"]["command"][0]
+    job = (ds.DEPLOY / "k8s/components/topics-job/topics-job.yaml").read_text()
+    strimzi = {d["spec"]["topicName"] for d in ds.render_overlay("prod") if d["kind"] == "KafkaTopic"}
+    assert "flows-by-dst" in wanted
+    assert script_topics(compose) == wanted
+    assert script_topics(job) == wanted
+    assert strimzi == wanted
