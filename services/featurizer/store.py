@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
+from collections import defaultdict
+from collections.abc import Iterator
 
 import redis
 
@@ -27,9 +30,23 @@ from services.featurizer.windowing import (
     WindowKey,
     WindowRules,
 )
+from training.windows import HOST_FIELD
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # recorded per partition: which worker applied it last
 FLOW_COUNTERS = ("late", "undecodable", "invalid")
+
+
+def pack_flows(raws: list[bytes]) -> bytes:
+    """Raw flow messages as one Redis value: each prefixed by its length."""
+    return b"".join(struct.pack("!I", len(raw)) + raw for raw in raws)
+
+
+def unpack_flows(blob: bytes) -> Iterator[bytes]:
+    at = 0
+    while at < len(blob):
+        (size,) = struct.unpack_from("!I", blob, at)
+        yield blob[at + 4 : at + 4 + size]
+        at += 4 + size
 
 
 def stats_field(role: str, name: str) -> str:
@@ -70,15 +87,23 @@ class WindowStore:
         )
         members = self.redis.zrange(self._k(role, "open", partition), 0, -1, withscores=True)
         early = self.redis.hgetall(self._k(role, "early", partition))
-        with self.redis.pipeline(transaction=False) as pipe:
-            for member, _ in members:
-                pipe.lrange(self._k(role, "win", member.decode()), 0, -1)
-            stored = pipe.execute()
-        for (member, deadline), raws in zip(members, stored, strict=True):
+        for member, deadline in members:
             key = WindowKey.parse(member)
-            flows = [serde.decode_as(raw, "Flow") for raw in raws]
-            state.open[key] = OpenWindow(deadline, flows, EarlyState.decode(early.get(member), key.start))
+            state.open[key] = OpenWindow(deadline, [], EarlyState.decode(early.get(member), key.start))
+        starts = sorted({key.start for key in state.open})
+        with self.redis.pipeline(transaction=False) as pipe:
+            for start in starts:
+                pipe.lrange(self._flows_key(role, partition, start), 0, -1)
+            stored = pipe.execute()
+        for start, blobs in zip(starts, stored, strict=True):
+            for raw in (raw for blob in blobs for raw in unpack_flows(blob)):
+                flow = serde.decode_as(raw, "Flow")
+                state.open[WindowKey(flow[HOST_FIELD[role]], start)].flows.append(flow)
         return state
+
+    def _flows_key(self, role: str, partition: int, start: float) -> str:
+        """The raw flows of every open window of one start: they all close together (same deadline)."""
+        return self._k(role, "flows", partition, repr(start))
 
     def checkpoint(self, state: PartitionWindows, partition: int, batch: BatchOutcome) -> list[bytes]:
         """Store a batch's effect atomically; returns the outbox frames it queued (publish, then `delivered`)."""
@@ -88,10 +113,13 @@ class WindowStore:
         frames += [self._dlq_frame(role, partition, r) for r in batch.rejected]
         keep = history.keep_last(self.s)
         closed = set(batch.closed)  # opened, filled and closed within the batch: nothing of them to store
+        by_start: dict[float, list[bytes]] = defaultdict(list)
+        for key, raws in batch.appended.items():
+            if key not in closed:
+                by_start[key.start] += raws
         with self.redis.pipeline(transaction=True) as tx:
-            for key, raws in batch.appended.items():
-                if key not in closed:
-                    tx.rpush(self._k(role, "win", key.member()), *raws)
+            for start, raws in by_start.items():  # one packed entry per start and batch: few, large commands
+                tx.rpush(self._flows_key(role, partition, start), pack_flows(raws))
             if opened := {k.member(): d for k, d in batch.opened.items() if k not in closed}:
                 tx.zadd(open_key, opened)
             if early := {k.member(): s.encode() for k, s in batch.early_states.items() if k not in closed}:
@@ -104,7 +132,7 @@ class WindowStore:
                     tx.expire(hist, self.s.host_ttl_seconds)
             if batch.closed:
                 members = [k.member() for k in batch.closed]
-                tx.delete(*[self._k(role, "win", m) for m in members])
+                tx.delete(*{self._flows_key(role, partition, k.start) for k in batch.closed})
                 tx.zrem(open_key, *members)
                 tx.hdel(early_key, *members)
             if frames:
