@@ -10,7 +10,7 @@ from services.featurizer.store import WindowStore, pack_flows, unpack_flows
 from tests.paths import SAMPLE
 from training.datasets import load_flows
 
-CAPTURE = SAMPLE / "CTU-Malware-Capture-8-1-labeled.csv.gz"
+CAPTURE = SAMPLE / "CTU-Malware-Capture-34-1-labeled.csv.gz"  # a DDoS: windows of thousands of flows
 NOW = 2e9
 
 
@@ -39,7 +39,7 @@ def test_a_reloaded_partition_continues_as_the_one_that_wrote_it(settings: Setti
         store.checkpoint(state, 0, result)
         return out + result.windows
 
-    batches = [events[i : i + 700] for i in range(0, len(events), 700)]
+    batches = [events[i : i + 2000] for i in range(0, len(events), 2000)]
     reloaded = emitted(store, batches, reload=True)
     straight = emitted(whole, batches, reload=False)
     key = [(w["window_id"], w["final"], w["flow_count"], w["features"]) for w in reloaded]

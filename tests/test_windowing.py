@@ -128,6 +128,10 @@ def test_early_emissions_double_and_tick_in_event_time() -> None:
     # By event time alone: one emission per 20 s tick that saw a flow.
     ticks, _ = early_emissions(0, in_window, start, min_flows=0, every_seconds=20)
     assert 1 <= len(ticks) <= 3
+    # ...but only for windows that hold enough flows: a tick waits for the floor, then fires at once.
+    floored, _ = early_emissions(0, in_window, start, min_flows=0, every_seconds=20, tick_min_flows=ticks[0] + 1)
+    assert floored and floored[0] == ticks[0] + 1
+    assert early_emissions(0, in_window, start, 0, 20, tick_min_flows=len(in_window) + 1)[0] == []
 
 
 def test_early_state_round_trips() -> None:

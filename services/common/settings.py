@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     )
     early_emit_flows: int = Field(50, ge=0, description="Emit an open window early at N, 2N, 4N... flows (0 = off)")
     early_emit_seconds: float = Field(20.0, ge=0, description="...and every this many event-time seconds (0 = off)")
+    early_emit_min_flows: int = Field(
+        5, ge=1, description="...if it holds this many flows (smaller windows, most of them, wait for the close)"
+    )
     history_windows: int = Field(8, ge=1, description="K: the host's last windows the LSTM reads")
     host_ttl_seconds: int = Field(86400, gt=0, description="Forget a host's window history after this long quiet")
     window_roles: str = Field(

@@ -61,6 +61,7 @@ def rules(settings: Settings) -> WindowRules:
         settings.early_emit_flows,
         settings.early_emit_seconds,
         settings.future_tolerance_s,
+        settings.early_emit_min_flows,
     )
 
 

@@ -63,17 +63,23 @@ class EarlyState:
 
 
 def early_emissions(
-    stored: int, appended: list[Flow], state: EarlyState, min_flows: int, every_seconds: float
+    stored: int,
+    appended: list[Flow],
+    state: EarlyState,
+    min_flows: int,
+    every_seconds: float,
+    tick_min_flows: int = 1,
 ) -> tuple[list[int], EarlyState]:
     """Flow counts at which an open window is emitted before it closes, so a fast attack is scored early:
     when it holds at least `min_flows` and has doubled since its last early emission (N, 2N, 4N...: a
-    flood costs O(n log n), not O(n^2)), or when `every_seconds` of event time passed since the last one.
-    Decided flow by flow, so the emissions do not depend on how flows were batched."""
+    flood costs O(n log n), not O(n^2)), or when `every_seconds` of event time passed since the last one
+    and it holds at least `tick_min_flows` (a host's one or two flows are most windows, and can wait for
+    the close). Decided flow by flow, so the emissions do not depend on how flows were batched."""
     points = []
     for i, flow in enumerate(appended, 1):
         count = stored + i
         by_count = min_flows > 0 and count >= max(min_flows, 2 * state.count)
-        by_time = every_seconds > 0 and flow["first_seen"] - state.at >= every_seconds
+        by_time = every_seconds > 0 and count >= tick_min_flows and flow["first_seen"] - state.at >= every_seconds
         if by_count or by_time:
             points.append(count)
             state = EarlyState(count, flow["first_seen"])
@@ -94,6 +100,7 @@ class WindowRules:
     early_flows: int
     early_seconds: float
     future_tolerance: float = 3600.0
+    early_tick_min_flows: int = 1
 
 
 @dataclass
@@ -191,8 +198,9 @@ class PartitionWindows:
     def _emit_early(
         self, key: WindowKey, window: OpenWindow, stored: int, flows: list[Flow], now: float, out: BatchOutcome
     ) -> None:
+        rules = self.rules
         points, window.early = early_emissions(
-            stored, flows, window.early, self.rules.early_flows, self.rules.early_seconds
+            stored, flows, window.early, rules.early_flows, rules.early_seconds, rules.early_tick_min_flows
         )
         if not points:
             return
