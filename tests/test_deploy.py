@@ -415,3 +415,9 @@ def test_every_deployment_creates_exactly_the_topics_the_services_use() -> None:
     assert script_topics(compose) == wanted
     assert script_topics(job) == wanted
     assert strimzi == wanted
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (ds.DEPLOY.parent / "README.md").read_text()
+    documented = set(re.findall(r"`([A-Z0-9_]+)`", readme))
+    assert not [name.upper() for name in Settings.model_fields if name.upper() not in documented]
