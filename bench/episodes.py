@@ -104,7 +104,8 @@ def load_episodes(pcaps: Path, scan_log: Path) -> list[Episode]:
 def injection(ep: Episode, n: int, start: float) -> tuple[list[Flow], set[str]]:
     """The episode's flows moved to begin at `start`, every address renamed into 10.(100+n).0.0/16, so
     each injection is new hosts (a spoofed flood's thousands of sources too); returns the flows and the
-    renamed source addresses, the hosts an alert about this injection can name (windows are per source)."""
+    renamed addresses, the hosts an alert about this injection can name: its sources (source-host windows)
+    and its targets (destination-host windows: a spoofed flood's victim)."""
     if not 0 <= n < 150:
         raise ValueError("injection number must be in 0..149")
     base = int(ipaddress.ip_address(f"10.{100 + n}.0.0"))
@@ -130,4 +131,4 @@ def injection(ep: Episode, n: int, start: float) -> tuple[list[Flow], set[str]]:
         }
         for f in ep.flows
     ]
-    return out, {f["src_addr"] for f in out}
+    return out, {f[field] for f in out for field in ("src_addr", "dst_addr")}

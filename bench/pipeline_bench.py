@@ -202,7 +202,7 @@ def pipeline_drain(run: Run, n: int, profile_s: float) -> dict[str, Any]:
         if name in runner.STREAMING_SERVICES
     }
     t_featurized = wait_for(
-        "featurizer drain", lambda: runner.snapshot(run.settings).flows_accounted >= n, 900, run, 0.1
+        "featurizer drain", lambda: runner.snapshot(run.settings).flows_done >= n, 900, run, 0.1
     )
     snap1 = runner.snapshot(run.settings)
     t_done = wait_for("pipeline drain", lambda: runner.snapshot(run.settings).drained(), 300, run, 0.1)
@@ -214,20 +214,20 @@ def pipeline_drain(run: Run, n: int, profile_s: float) -> dict[str, Any]:
     hot = {
         name: profiling.summarise(raw_dir / f"{name}.raw", BENCH / "profiles" / f"{name}.txt", name) for name in spies
     }
-    counted = snap1.flows_accounted - snap0.flows_accounted
+    counted = snap1.flows_done - snap0.flows_done
     snap = runner.snapshot(run.settings)
     return {
         "flows": n,
         "featurizer_flows_per_s": counted / (t_featurized - t0),
         "end_to_end_s": t_done - t0,
-        "end_to_end_flows_per_s": (n - snap0.flows_accounted) / (t_done - t0),
+        "end_to_end_flows_per_s": (n - snap0.flows_done) / (t_done - t0),
         "windows": snap.windows,
         "early_windows": snap.early_windows,
         "scored": snap.scored,
         "anomalies": snap.anomalies,
         "alerts": snap.alerts,
         "cpu_s_per_1k_flows": {
-            name: round(1000 * (after[name].cpu_s - before[name].cpu_s) / (n - snap0.flows_accounted), 3)
+            name: round(1000 * (after[name].cpu_s - before[name].cpu_s) / (n - snap0.flows_done), 3)
             for name in after
             if name in before
         },
@@ -255,8 +255,8 @@ def featurizer_workers(run: Run, n: int, workers: int) -> float:
         time.sleep(settings.session_timeout_s)  # the group settled on its assignment
         preload(settings, n)
         wait_for("first featurized flow", lambda: runner.snapshot(settings).featurized > 0, 120, run, 0.05)
-        t0, c0 = time.monotonic(), runner.snapshot(settings).flows_accounted
-        t1 = wait_for("featurizer drain", lambda: runner.snapshot(settings).flows_accounted >= n, 600, run, 0.1)
+        t0, c0 = time.monotonic(), runner.snapshot(settings).flows_done
+        t1 = wait_for("featurizer drain", lambda: runner.snapshot(settings).flows_done >= n, 600, run, 0.1)
         return (n - c0) / (t1 - t0)
     finally:
         for proc in procs:
@@ -265,7 +265,7 @@ def featurizer_workers(run: Run, n: int, workers: int) -> float:
 
 def lag(run: Run) -> int:
     snap = runner.snapshot(run.settings)
-    return snap.published - snap.flows_accounted
+    return snap.published - snap.flows_done
 
 
 def rate_step(run: Run, rate: float, seconds: float) -> dict[str, Any]:

@@ -88,6 +88,12 @@ class Snapshot:
         return self.featurized + self.late + self.undecodable + self.invalid
 
     @property
+    def flows_done(self) -> int:
+        """Flows through the featurizer in every role (featurized or sent to the DLQ)."""
+        dst = self.dst_featurized + self.dst_rejected
+        return min(self.flows_accounted, dst) if self.dst_expected else self.flows_accounted
+
+    @property
     def all_windows(self) -> int:
         """Every window the scorer must score: closed and early, both roles."""
         return self.windows + self.early_windows + self.dst_windows + self.dst_early_windows

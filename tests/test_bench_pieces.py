@@ -20,7 +20,9 @@ def test_injection_renames_every_address_per_injection_and_moves_time() -> None:
     ep = Episode("scan", "x.log", [flow(10, "a", "v"), flow(12, "a", "w"), flow(13, "b", "v")])
     first, hosts_0 = injection(ep, 0, 1000.0)
     second, hosts_1 = injection(ep, 1, 1000.0)
-    assert hosts_0 == {first[0]["src_addr"], first[2]["src_addr"]}  # the sources: windows are per source
+    # the sources and the targets: windows are per source and per destination host
+    assert hosts_0 == {first[i][field] for i in range(3) for field in ("src_addr", "dst_addr")}
+    assert len(hosts_0) == 4
     assert hosts_0.isdisjoint(hosts_1)  # every injection is new hosts, a new incident
     assert first[0]["src_addr"] == first[1]["src_addr"] != first[2]["src_addr"]  # one address, one name
     assert first[0]["dst_addr"] == first[2]["dst_addr"] != first[1]["dst_addr"]
