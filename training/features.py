@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 Flow = dict[str, Any]
@@ -67,6 +68,13 @@ ROLE_FIELDS: dict[str, tuple[str, str, str, str, str]] = {
     "dst": ("src_addr", "bytes_rev", "packets_rev", "bytes", "packets"),
 }
 ROLES: tuple[str, ...] = tuple(ROLE_FIELDS)
+# The same fields as getters: map(itemgetter) is about twice as fast as a generator per field, and this
+# runs for every window the featurizer emits.
+_ROLE_GETTERS = {role: tuple(map(itemgetter, fields)) for role, fields in ROLE_FIELDS.items()}
+_FIRST, _LAST = itemgetter("first_seen"), itemgetter("last_seen")
+_DST_PORT, _SRC_PORT, _PROTOCOL = itemgetter("dst_port"), itemgetter("src_port"), itemgetter("protocol")
+_TCP_FLAGS = itemgetter("protocol", "tcp_flags", "tcp_flags_rev")
+_REPLY_PACKETS = itemgetter("packets_rev")
 
 
 def window_features(flows: Sequence[Flow], role: str = "src") -> list[float]:
@@ -74,19 +82,23 @@ def window_features(flows: Sequence[Flow], role: str = "src") -> list[float]:
     n = len(flows)
     if n == 0:
         return [0.0] * N_FEATURES
-    peer, sent_bytes, sent_packets, recv_bytes, recv_packets = ROLE_FIELDS[role]
-    bytes_out = sum(f[sent_bytes] for f in flows)
-    bytes_in = sum(f[recv_bytes] for f in flows)
-    packets_out = sum(f[sent_packets] for f in flows)
-    packets_in = sum(f[recv_packets] for f in flows)
-    durations = [max(0.0, f["last_seen"] - f["first_seen"]) for f in flows]
-    dst_addrs = {f[peer] for f in flows}
-    dst_ports: Counter[int] = Counter(f["dst_port"] for f in flows)
-    protocols = Counter(f["protocol"] for f in flows)
-    tcp = [f for f in flows if f["protocol"] == TCP]
-    syn_only = sum(1 for f in tcp if f["tcp_flags"] & SYN and not f["tcp_flags"] & ACK)
-    reset = sum(1 for f in tcp if (f["tcp_flags"] | f["tcp_flags_rev"]) & RST)
-    starts = sorted(f["first_seen"] for f in flows)
+    peer, sent_bytes, sent_packets, recv_bytes, recv_packets = _ROLE_GETTERS[role]
+    bytes_out = sum(map(sent_bytes, flows))
+    bytes_in = sum(map(recv_bytes, flows))
+    packets_out = sum(map(sent_packets, flows))
+    packets_in = sum(map(recv_packets, flows))
+    firsts = list(map(_FIRST, flows))
+    durations = [max(0.0, last - first) for first, last in zip(firsts, map(_LAST, flows), strict=True)]
+    dst_addrs = set(map(peer, flows))
+    dst_ports: Counter[int] = Counter(map(_DST_PORT, flows))
+    protocols = Counter(map(_PROTOCOL, flows))
+    tcp = syn_only = reset = 0
+    for protocol, flags, flags_rev in map(_TCP_FLAGS, flows):
+        if protocol == TCP:
+            tcp += 1
+            syn_only += flags & SYN and not flags & ACK
+            reset += (flags | flags_rev) & RST != 0
+    starts = sorted(firsts)
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     gap_mean = math.fsum(gaps) / len(gaps) if gaps else 0.0
     gap_std = math.sqrt(math.fsum((g - gap_mean) ** 2 for g in gaps) / len(gaps)) if gaps else 0.0
@@ -102,15 +114,15 @@ def window_features(flows: Sequence[Flow], role: str = "src") -> list[float]:
         max(durations),
         float(len(dst_addrs)),
         float(len(dst_ports)),
-        float(len({f["src_port"] for f in flows})),
+        float(len(set(map(_SRC_PORT, flows)))),
         _entropy(dst_ports, n),
         n / len(dst_addrs),
         protocols[TCP] / n,
         protocols[UDP] / n,
         (protocols[ICMP] + protocols[ICMP6]) / n,
-        sum(1 for f in flows if f["packets_rev"] == 0) / n,
-        syn_only / len(tcp) if tcp else 0.0,
-        reset / len(tcp) if tcp else 0.0,
+        list(map(_REPLY_PACKETS, flows)).count(0) / n,
+        syn_only / tcp if tcp else 0.0,
+        reset / tcp if tcp else 0.0,
         sum(c for p, c in dst_ports.items() if p < 1024) / n,
         gap_mean,
         gap_std,
