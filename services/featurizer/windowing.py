@@ -139,16 +139,17 @@ class PartitionWindows:
         idle). Mutates the state; the outcome says what changed."""
         out = BatchOutcome()
         fresh: dict[WindowKey, list[Flow]] = defaultdict(list)
+        host_field = HOST_FIELD[self.role]
         for offset, value in events:
             if offset <= self.hwm:  # applied before a crash or rebalance: count it once only
                 out.duplicates += 1
                 continue
             self.hwm = offset
-            flow = self._admit(offset, value, now, out)
-            if flow is None:
+            admitted = self._admit(offset, value, now, out)
+            if admitted is None:
                 continue
-            start = window_start(flow["first_seen"], self.rules.window_seconds)
-            key = WindowKey(flow[HOST_FIELD[self.role]], start)
+            flow, start = admitted
+            key = WindowKey(flow[host_field], start)
             if key not in self.open:
                 deadline = start + self.rules.window_seconds + self.rules.lateness
                 self.open[key] = OpenWindow(deadline, early=EarlyState(0, start))
@@ -168,8 +169,8 @@ class PartitionWindows:
             out.closed.append(key)
         return out
 
-    def _admit(self, offset: int, value: bytes | None, now: float, out: BatchOutcome) -> Flow | None:
-        """The decoded flow, or None with the reason recorded."""
+    def _admit(self, offset: int, value: bytes | None, now: float, out: BatchOutcome) -> tuple[Flow, float] | None:
+        """The decoded flow and its window start, or None with the reason recorded."""
         try:
             flow = serde.decode_as(value, "Flow")
         except serde.DecodeError as exc:
@@ -187,7 +188,7 @@ class PartitionWindows:
             )
             out.rejected.append(Rejected(offset, value, reason, "late"))
             return None
-        return flow
+        return flow, start
 
     def _closing(self, close_all: bool) -> set[WindowKey]:
         if close_all and self.open:
