@@ -31,13 +31,13 @@ FLOWS_PUBLISHED = Counter("flowsentinel_flows_published", "Flows published to th
 COLLECTOR_PACKETS = Counter("flowsentinel_collector_packets", "Export datagrams received by version", ["version"])
 DECODE_ERRORS = Counter("flowsentinel_decode_errors", "Datagrams or data sets not decoded, by reason", ["reason"])
 KERNEL_DROPS = Gauge("flowsentinel_collector_kernel_drops", "Datagrams the kernel dropped: receive buffer full")
-WINDOWS_EMITTED = Counter("flowsentinel_windows_emitted", "Host windows emitted by the featurizer", ["kind"])
+WINDOWS_EMITTED = Counter("flowsentinel_windows_emitted", "Host windows the featurizer emitted (both roles)", ["kind"])
 OPEN_WINDOWS = Gauge("flowsentinel_open_windows", "Host windows open in the featurizer")
 WINDOWS_SCORED = Counter("flowsentinel_windows_scored", "Host windows scored", ["backend"])
 ANOMALIES = Counter("flowsentinel_anomalies", "Anomalies raised", ["model"])
 MODEL_SECONDS = Histogram(
     "flowsentinel_model_call_seconds",
-    "Time of one model backend call (both models, one scoring batch)",
+    "Time of one model backend call (both models of one window role, one scoring batch)",
     ["backend"],
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )

@@ -82,6 +82,7 @@ class Featurizer:
                     self._persistently(f"{slot[0]} partition {slot[1]}", lambda s=slot, e=events: self._step(s, e))
                     self.last_input[slot] = time.monotonic()
                 self._close_idle()
+                metrics.OPEN_WINDOWS.set(sum(len(state.open) for state in self.state.values()))
                 if batches:
                     self._commit()
                     n = sum(len(e) for e in batches.values())
