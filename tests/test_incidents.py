@@ -49,6 +49,15 @@ def test_alert_names_host_severity_and_features() -> None:
     assert "f1" in alert["summary"] and "HIGH" in alert["summary"]
 
 
+def test_the_summary_says_which_way_the_traffic_went() -> None:
+    outbound = anomaly(0)
+    inbound = anomaly(0, host="10.0.0.9")
+    inbound["score"].update(role="dst", window_id="dst|10.0.0.9|0")
+    assert "traffic from 10.0.0.5" in to_alert(apply_anomaly(None, outbound, 600)[0])["summary"]
+    alert = to_alert(apply_anomaly(None, inbound, 600)[0])
+    assert "traffic to 10.0.0.9" in alert["summary"] and alert["role"] == "dst"
+
+
 def test_severity_steps_and_agreement() -> None:
     assert [severity(r, 1) for r in (1.1, 2.5, 6, 50)] == ["low", "medium", "high", "critical"]
     assert severity(1.1, 2) == "medium" and severity(50, 2) == "critical"

@@ -95,11 +95,15 @@ def apply_anomaly(
     return incident, send
 
 
+DIRECTION = {"src": "from", "dst": "to"}  # a src incident is what the host sent, a dst one what it received
+
+
 def to_alert(incident: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """The Alert record (schemas/Alert.avsc) for an incident as it stands."""
     n = incident["alerts_sent"]
     summary = (
-        f"{incident['severity'].upper()} anomalous traffic from {incident['host']}: {incident['anomaly_count']} "
+        f"{incident['severity'].upper()} anomalous traffic {DIRECTION[incident['role']]} {incident['host']}: "
+        f"{incident['anomaly_count']} "
         f"anomalous window(s), peak {incident['peak_score']:.1f}x threshold ({', '.join(incident['models_fired'])}); "
         f"top features: {', '.join(incident['top_features'][:3])}"
     )
