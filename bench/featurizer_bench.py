@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from bench.procstats import group_usage
 from services import runner
 from services.collector.publisher import FlowPublisher
 from services.common import stack
@@ -72,6 +73,7 @@ def measure(base: Settings, flows: list[dict], roles: str) -> dict:
                     time.sleep(0.2)
             assert first is not None
             rate = len(flows) / (now - first)
+            usage = group_usage(proc.pid)
             hist_keys = list(redis.scan_iter(match=f"{settings.namespace}fs:hist:*", count=1000))
             hist_bytes = sum(redis.memory_usage(k) or 0 for k in hist_keys)
         finally:
@@ -84,6 +86,7 @@ def measure(base: Settings, flows: list[dict], roles: str) -> dict:
             "flows_per_second_one_worker": round(rate),
             "tracked_host_roles": len(hist_keys),
             "redis_history_bytes_per_host": round(hist_bytes / max(1, len(hist_keys))),
+            "worker_peak_rss_mb": round(usage.peak_rss_mb),
         }
     finally:
         keys = list(redis.scan_iter(match=f"{settings.namespace}fs:*", count=1000))
