@@ -201,9 +201,7 @@ def pipeline_drain(run: Run, n: int, profile_s: float) -> dict[str, Any]:
         for name, proc in run.services.items()
         if name in runner.STREAMING_SERVICES
     }
-    t_featurized = wait_for(
-        "featurizer drain", lambda: runner.snapshot(run.settings).flows_done >= n, 900, run, 0.1
-    )
+    t_featurized = wait_for("featurizer drain", lambda: runner.snapshot(run.settings).flows_done >= n, 900, run, 0.1)
     snap1 = runner.snapshot(run.settings)
     t_done = wait_for("pipeline drain", lambda: runner.snapshot(run.settings).drained(), 300, run, 0.1)
     after = run.usage()
