@@ -29,6 +29,8 @@ def real_flow() -> dict:
         ({"packets": -1}, "invalid packets"),
         ({"bytes": 2**63}, "invalid bytes"),
         ({"src_addr": "not-an-ip"}, "invalid src_addr"),
+        ({"dst_addr": "1" * 65}, "invalid dst_addr"),
+        ({"attack_type": "x" * 300}, "invalid attack_type"),
     ],
 )
 def test_impossible_values_are_named(change: dict, reason: str) -> None:
@@ -66,10 +68,11 @@ def test_a_corrupt_gzip_is_a_clear_error(tmp_path) -> None:
 
 def test_nan_and_future_flows_never_move_the_watermark() -> None:
     flow = real_flow()
+    key = flow["src_addr"].encode()
     events = [
-        (0, serde.encode("Flow", flow)),
-        (1, serde.encode("Flow", {**flow, "first_seen": math.nan})),
-        (2, serde.encode("Flow", {**flow, "first_seen": 4_000_000_000.0, "last_seen": 4_000_000_001.0})),
+        (0, serde.encode("Flow", flow), key),
+        (1, serde.encode("Flow", {**flow, "first_seen": math.nan}), key),
+        (2, serde.encode("Flow", {**flow, "first_seen": 4_000_000_000.0, "last_seen": 4_000_000_001.0}), key),
     ]
     state = PartitionWindows("src", WindowRules(60, 30, 50, 20, future_tolerance=3600))
     out = state.apply(events, now=flow["first_seen"])

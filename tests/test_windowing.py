@@ -13,9 +13,10 @@ RULES = WindowRules(W, LATE, early_flows=50, early_seconds=20.0, future_toleranc
 NOW = 2e9
 
 
-def real_events(name: str = "CTU-Honeypot-Capture-4-1-labeled.csv.gz") -> tuple[list, list]:
+def real_events(name: str = "CTU-Honeypot-Capture-4-1-labeled.csv.gz", role: str = "src") -> tuple[list, list]:
+    """The flows, and the messages the collector publishes for them on the role's topic (keyed by host)."""
     flows, _ = load_flows([SAMPLE / name])
-    return flows, [(i, serde.encode("Flow", f)) for i, f in enumerate(flows)]
+    return flows, [(i, serde.encode("Flow", f), f[HOST_FIELD[role]].encode()) for i, f in enumerate(flows)]
 
 
 def run(role: str, events: list, size: int) -> tuple[PartitionWindows, list[dict], int]:
@@ -25,13 +26,13 @@ def run(role: str, events: list, size: int) -> tuple[PartitionWindows, list[dict
         out = state.apply(events[i : i + size], NOW)
         windows += out.windows
         accepted += out.accepted
-    windows += state.apply([], NOW, close_all=True).windows
+    windows += state.apply([], NOW, idle=True).windows
     return state, windows, accepted
 
 
 @pytest.mark.parametrize("role", ["src", "dst"])
 def test_streamed_windows_equal_the_training_windows_however_batched(role: str) -> None:
-    flows, events = real_events("CTU-Malware-Capture-8-1-labeled.csv.gz")
+    flows, events = real_events("CTU-Malware-Capture-8-1-labeled.csv.gz", role)
     offline = {w["window_id"]: w for w in build_windows(flows, W, role)}
     results = [run(role, events, size) for size in (7, 1000, len(events))]
     for state, windows, accepted in results:
@@ -44,7 +45,7 @@ def test_streamed_windows_equal_the_training_windows_however_batched(role: str) 
 
 
 def test_dst_windows_are_the_flows_a_host_received() -> None:
-    flows, events = real_events("CTU-Malware-Capture-8-1-labeled.csv.gz")
+    flows, events = real_events("CTU-Malware-Capture-8-1-labeled.csv.gz", "dst")
     _, windows, _ = run("dst", events, 500)
     busiest = max((w for w in windows if w["final"]), key=lambda w: w["flow_count"])
     received = [
@@ -71,12 +72,15 @@ def test_late_undecodable_and_invalid_are_rejected_with_reasons() -> None:
     flows, events = real_events()
     old = dict(flows[0], first_seen=flows[0]["first_seen"] - 3600)
     nan = dict(flows[1], bytes=-5)
+    key = flows[0]["src_addr"].encode()
     batch = [
         *events[:50],
-        (50, serde.encode("Flow", old)),
-        (51, b"garbage"),
-        (52, None),
-        (53, serde.encode("Flow", nan)),
+        (50, serde.encode("Flow", old), key),
+        (51, b"garbage", key),
+        (52, None, key),
+        (53, serde.encode("Flow", nan), key),
+        (54, serde.encode("Flow", flows[0]), b"another-host"),
+        (55, serde.encode("Flow", flows[0]), None),
     ]
     state = PartitionWindows("src", RULES)
     out = state.apply(batch, NOW)
@@ -85,15 +89,18 @@ def test_late_undecodable_and_invalid_are_rejected_with_reasons() -> None:
         (51, "undecodable"),
         (52, "undecodable"),
         (53, "invalid"),
+        (54, "invalid"),
+        (55, "invalid"),
     ]
+    assert "misrouted: keyed b'another-host'" in out.rejected[4].reason
     assert "late (src window): window" in out.rejected[0].reason
-    assert out.accepted == 50 and state.hwm == 53
-    assert (out.count("late"), out.count("undecodable"), out.count("invalid")) == (1, 2, 1)
+    assert out.accepted == 50 and state.hwm == 55
+    assert (out.count("late"), out.count("undecodable"), out.count("invalid")) == (1, 2, 3)
 
 
 @pytest.mark.parametrize("role", ["src", "dst"])
 def test_windows_close_once_the_watermark_passes_their_deadline(role: str) -> None:
-    flows, events = real_events()
+    flows, events = real_events(role=role)
     state = PartitionWindows(role, RULES)
     out = state.apply(events, NOW)
     closed = set(out.closed)
@@ -104,6 +111,28 @@ def test_windows_close_once_the_watermark_passes_their_deadline(role: str) -> No
     last = flows[-1]
     assert WindowKey(last[HOST_FIELD[role]], window_start(last["first_seen"], W)) in state.open
     assert set(out.opened) == closed | set(state.open)
+
+
+def test_an_idle_live_partition_keeps_its_windows_open_until_their_deadline() -> None:
+    """Live flows that pause (a quiet host) are not the end of a replay: the window stays open for the
+    host's next flow, and closes once the clock passes its deadline."""
+    flows, events = real_events()
+    first = flows[0]["first_seen"]
+    state = PartitionWindows("src", RULES)
+    state.apply(events[:1], now=first + 5)
+    assert not state.apply([], now=first + 10, idle=True).closed
+    later = state.apply(events[1:2], now=first + 15)
+    assert not later.rejected, "the host's next flow is not late"
+    deadline = max(w.deadline for w in state.open.values())
+    assert state.apply([], now=deadline + 1, idle=True).closed
+
+
+def test_an_idle_replayed_partition_closes_everything() -> None:
+    _, events = real_events()
+    state = PartitionWindows("src", RULES)
+    state.apply(events[:100], NOW)
+    closed = state.apply([], NOW, idle=True).closed
+    assert closed and not state.open
 
 
 def test_window_key_round_trips_ipv6() -> None:

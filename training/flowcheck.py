@@ -11,6 +11,8 @@ from typing import Any
 
 MAX_COUNT = 2**63 - 1
 NUMBERS = (int, float)
+MAX_ADDRESS = 64  # an IPv6 address with a zone index fits; a 350 kB "address" would not fit in a message
+MAX_LABEL = 256
 RANGES = {
     "src_port": 65535,
     "dst_port": 65535,
@@ -40,6 +42,11 @@ def flow_problem(
             return f"invalid {name}: outside 0..{top}"
     if not 1 <= flow.get("sampling_interval", 1) <= 2**31 - 1:
         return "invalid sampling_interval"
+    for name in ("src_addr", "dst_addr"):  # a host name travels in every window and alert: keep it sane
+        if len(flow[name]) > MAX_ADDRESS:
+            return f"invalid {name}: {len(flow[name])} characters, an address has at most {MAX_ADDRESS}"
+    if len(flow.get("attack_type") or "") > MAX_LABEL:  # labels are copied into every window of the host
+        return f"invalid attack_type: longer than {MAX_LABEL} characters"
     if now is not None and flow["first_seen"] > now + future_tolerance:
         return (
             f"from the future: starts {flow['first_seen'] - now:.0f} s after now (tolerance {future_tolerance:.0f} s)"

@@ -73,10 +73,16 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None, timeout: 
     return created
 
 
+DLQ_VALUE_MAX = 64 * 1024
+
+
 def dlq_record(
     service: str, reason: str, value: bytes | None, topic: str = "", partition: int = -1, offset: int = -1, **extra: Any
 ) -> bytes:
-    """A dead-letter record: JSON with the reason and the original bytes, readable by an operator."""
+    """A dead-letter record: JSON with the reason and the original bytes, readable by an operator. The bytes
+    are cut at DLQ_VALUE_MAX (the original is still at topic/partition/offset): base64 of a message near the
+    broker's size limit would exceed it, and a DLQ record that cannot be produced would stall the service."""
+    raw = value or b""
     return json.dumps(
         {
             "service": service,
@@ -85,7 +91,8 @@ def dlq_record(
             "partition": partition,
             "offset": offset,
             "at": time.time(),
-            "value_b64": base64.b64encode(value or b"").decode(),
+            "value_b64": base64.b64encode(raw[:DLQ_VALUE_MAX]).decode(),
+            "value_bytes": len(raw),
             **extra,
         }
     ).encode()

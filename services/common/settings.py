@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     lateness_seconds: float = Field(30.0, ge=0, description="How late (event time) a flow may arrive and still count")
     idle_flush_seconds: float = Field(3.0, gt=0, description="Close a partition's open windows after this long idle")
     future_tolerance_s: float = Field(
-        3600.0, gt=0, description="Reject flows starting more than this ahead of the clock (bad exporter clocks)"
+        300.0, gt=0, description="Reject flows starting more than this ahead of the clock (bad exporter clocks)"
     )
     early_emit_flows: int = Field(50, ge=0, description="Emit an open window early at N, 2N, 4N... flows (0 = off)")
     early_emit_seconds: float = Field(20.0, ge=0, description="...and every this many event-time seconds (0 = off)")
@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         pattern=r"^src(,dst)?$",
         description="Host windows built: src (flows a host started), dst (flows it received; doubles the flow topics)",
     )
-    featurizer_batch: int = Field(5000, ge=1, description="Flows per featurizer batch")
+    featurizer_batch: int = Field(5000, ge=1, le=1_000_000, description="Flows per featurizer batch")
     featurizer_batch_wait_s: float = Field(0.2, gt=0, description="Max wait to fill a featurizer batch")
 
     # Scorer

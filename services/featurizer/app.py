@@ -26,7 +26,7 @@ from services.common.pipeline import LAG_EVERY_S, StopFlag, consumer_lag
 from services.common.redis_client import sync_redis
 from services.common.settings import ROLE_TOPICS, Settings, load_settings
 from services.featurizer.store import WindowStore
-from services.featurizer.windowing import BatchOutcome, PartitionWindows
+from services.featurizer.windowing import BatchOutcome, Event, PartitionWindows
 
 # Outages worth waiting out; anything else is a bug and must not be committed.
 TRANSIENT = (RedisError, KafkaException, OSError)
@@ -34,9 +34,14 @@ T = TypeVar("T")
 Slot = tuple[str, int]  # (role, partition)
 
 
+class Stopping(Exception):
+    """SIGTERM arrived while a step was waiting out an outage."""
+
+
 class Featurizer:
-    def __init__(self, settings: Settings, health: metrics.Health, logger: logging.Logger) -> None:
+    def __init__(self, settings: Settings, health: metrics.Health, logger: logging.Logger, stop: StopFlag) -> None:
         self.s = settings
+        self.stop = stop
         self.health = health
         self.logger = logger
         self.roles = {settings.topic(ROLE_TOPICS[role]): role for role in settings.roles()}
@@ -62,22 +67,22 @@ class Featurizer:
             self.assigned.discard(slot)
             self.state.pop(slot, None)  # every applied batch is checkpointed: nothing to save
 
-    def run(self, stop: StopFlag) -> None:
+    def run(self) -> None:
         self.logger.info("consuming %s", ", ".join(self.roles))
         lag_checked = 0.0
         try:
-            while not stop.is_set():
+            while not self.stop.is_set():
                 if time.monotonic() - lag_checked >= LAG_EVERY_S:
                     metrics.LAG.labels("featurizer").set(self._persistently("lag", lambda: consumer_lag(self.consumer)))
                     lag_checked = time.monotonic()
                 messages = self.consumer.consume(self.s.featurizer_batch, self.s.featurizer_batch_wait_s)
                 started = time.perf_counter()
-                batches: dict[Slot, list[tuple[int, bytes | None]]] = defaultdict(list)
+                batches: dict[Slot, list[Event]] = defaultdict(list)
                 for m in messages:
                     if m.error():
                         self.logger.warning("consumer error: %s", m.error())
                         continue
-                    batches[(self.roles[m.topic()], m.partition())].append((m.offset(), m.value()))
+                    batches[(self.roles[m.topic()], m.partition())].append((m.offset(), m.value(), m.key()))
                 for slot, events in batches.items():
                     self._persistently(f"{slot[0]} partition {slot[1]}", lambda s=slot, e=events: self._step(s, e))
                     self.last_input[slot] = time.monotonic()
@@ -89,22 +94,26 @@ class Featurizer:
                     metrics.CONSUMED.labels("featurizer").inc(n)
                     metrics.BATCH_SIZE.labels("featurizer").observe(n)
                     metrics.BATCH_SECONDS.labels("featurizer").observe(time.perf_counter() - started)
+        except Stopping:
+            self.logger.info("stopped while waiting out an outage; the batch in hand is replayed on restart")
         finally:
             self.consumer.close()
-            kafka.drain(self.producer)
+            self.producer.flush(5)
 
-    def _step(self, slot: Slot, events: list[tuple[int, bytes | None]], close_all: bool = False) -> None:
+    def _step(self, slot: Slot, events: list[Event], idle: bool = False) -> BatchOutcome:
         """Apply, checkpoint, publish. On failure the slot's memory is dropped and reloaded on retry: offsets
         already checkpointed are then recognised and skipped."""
         state = self._load(slot)
+        base_hwm = state.hwm
         try:
-            batch = state.apply(events, time.time(), close_all)
-            frames = self.store.checkpoint(state, slot[1], batch)
+            batch = state.apply(events, time.time(), idle)
+            frames = self.store.checkpoint(state, slot[1], batch, base_hwm)
         except TRANSIENT:
             self.state.pop(slot, None)
             raise
         self._record(slot, batch)
         self._publish(slot, frames)
+        return batch
 
     def _load(self, slot: Slot) -> PartitionWindows:
         if slot not in self.state:
@@ -126,16 +135,33 @@ class Featurizer:
             metrics.PRODUCED.labels("featurizer", topic).inc()
 
     def _close_idle(self) -> None:
-        """Close the open windows of partitions that got no flow for idle_flush_seconds."""
+        """Partitions that got no flow for idle_flush_seconds and have nothing waiting on the broker are
+        idle: close what their silence ends (PartitionWindows._closing)."""
         now = time.monotonic()
         for slot in sorted(self.assigned):
             if now - self.last_input.get(slot, now) < self.s.idle_flush_seconds:
                 continue
-            state = self._persistently(f"loading {slot[0]} partition {slot[1]}", lambda s=slot: self._load(s))
-            if state.open:
-                self._persistently("idle close", lambda s=slot: self._step(s, [], close_all=True))
-                self.logger.info("%s partition %d idle: closed its open windows", *slot)
             self.last_input[slot] = now
+            state = self._persistently(f"loading {slot[0]} partition {slot[1]}", lambda s=slot: self._load(s))
+            if not state.open or self._backlog(slot):
+                continue
+            batch = self._persistently("idle close", lambda s=slot: self._step(s, [], idle=True))
+            if batch.closed:
+                self.logger.info("%s partition %d idle: closed %d windows", *slot, len(batch.closed))
+
+    def _backlog(self, slot: Slot) -> bool:
+        """Whether the partition has messages this worker has not read (or that cannot be told): a backlog
+        or an outage elsewhere in the loop is not silence."""
+        role, partition = slot
+        tp = TopicPartition(self.s.topic(ROLE_TOPICS[role]), partition)
+        try:
+            position = self.consumer.position([tp])[0].offset
+            if position < 0:  # nothing read since the assignment: start from the committed offset
+                position = self.consumer.committed([tp], timeout=5)[0].offset
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        except KafkaException:
+            return True
+        return position < high if position >= 0 else high > 0
 
     def _commit(self) -> None:
         try:
@@ -154,7 +180,7 @@ class Featurizer:
 
     def _persistently(self, what: str, step: Callable[[], T]) -> T:
         """Run a step until Redis and the broker let it through. Nothing is committed meanwhile, so an
-        outage delays flows and loses none."""
+        outage delays flows and loses none; a stop request ends the wait (raises Stopping)."""
         delay = 0.5
         while True:
             try:
@@ -165,7 +191,8 @@ class Featurizer:
                 self.health.set_ready(False, f"{what}: {exc}")
                 metrics.ERRORS.labels("featurizer", type(exc).__name__).inc()
                 self.logger.error("%s failed (%s); retrying in %.1f s", what, exc, delay)
-                time.sleep(delay)
+                if self.stop.event.wait(delay):
+                    raise Stopping from exc
                 delay = min(delay * 2, 30.0)
 
 
@@ -180,6 +207,5 @@ def run(args: argparse.Namespace) -> int:
     logger = log.setup("featurizer")
     health = metrics.Health()
     metrics.serve(settings.metrics_port, health)
-    stop = StopFlag().install()
-    Featurizer(settings, health, logger).run(stop)
+    Featurizer(settings, health, logger, StopFlag().install()).run()
     return 0

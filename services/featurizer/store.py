@@ -106,9 +106,13 @@ class WindowStore:
         """The raw flows of every open window of one start: they all close together (same deadline)."""
         return self._k(role, "flows", partition, repr(start))
 
-    def checkpoint(self, state: PartitionWindows, partition: int, batch: BatchOutcome) -> list[bytes]:
-        """Store a batch's effect atomically; returns the outbox frames it queued (publish, then `delivered`)."""
+    def checkpoint(self, state: PartitionWindows, partition: int, batch: BatchOutcome, base_hwm: int) -> list[bytes]:
+        """Store a batch's effect atomically, on top of the checkpoint at `base_hwm` (the offset the state had
+        before the batch); returns the outbox frames it queued (publish, then `delivered`). Raises
+        redis.WatchError when the partition's checkpoint is no longer that one: another worker took the
+        partition over meanwhile, and this state is stale (reload it)."""
         role = state.role
+        meta_key = self._k(role, "p", partition)
         open_key, early_key = self._k(role, "open", partition), self._k(role, "early", partition)
         frames = [self._window_frame(w) for w in batch.windows]
         frames += [self._dlq_frame(role, partition, r) for r in batch.rejected]
@@ -119,6 +123,11 @@ class WindowStore:
             if key not in closed:
                 by_start[key.start] += raws
         with self.redis.pipeline(transaction=True) as tx:
+            tx.watch(meta_key)  # fencing: a worker that lost the partition must not write over its successor
+            stored = tx.hget(meta_key, "hwm")
+            if (int(stored) if stored is not None else -1) != base_hwm:
+                raise redis.WatchError(f"{role} partition {partition} was checkpointed by another worker")
+            tx.multi()
             for start, raws in by_start.items():  # one packed entry per start and batch: few, large commands
                 tx.rpush(self._flows_key(role, partition, start), pack_flows(raws))
             if opened := {k.member(): d for k, d in batch.opened.items() if k not in closed}:
@@ -139,7 +148,7 @@ class WindowStore:
             if frames:
                 tx.rpush(self._k(role, "outbox", partition), *frames)
             meta = {"hwm": state.hwm, "watermark": state.watermark, "worker": WORKER}
-            tx.hset(self._k(role, "p", partition), mapping=meta)
+            tx.hset(meta_key, mapping=meta)
             self._count(tx, role, batch)
             tx.execute()
         return frames

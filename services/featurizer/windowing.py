@@ -18,6 +18,7 @@ from training.flowcheck import flow_problem
 from training.windows import HOST_FIELD, host_window, window_start
 
 Flow = dict[str, Any]
+Event = tuple[int, bytes | None, bytes | None]  # offset, value, key of one consumed message
 
 
 @dataclass(frozen=True)
@@ -134,18 +135,19 @@ class PartitionWindows:
     watermark: float = float("-inf")
     open: dict[WindowKey, OpenWindow] = field(default_factory=dict)
 
-    def apply(self, events: list[tuple[int, bytes | None]], now: float, close_all: bool = False) -> BatchOutcome:
-        """Apply a batch (offset order); with close_all, also close every open window (the partition went
-        idle). Mutates the state; the outcome says what changed."""
+    def apply(self, events: list[Event], now: float, idle: bool = False) -> BatchOutcome:
+        """Apply a batch (offset order) at wall-clock time `now`; with idle (the partition got nothing for a
+        while), also close what its silence ends (see _closing). Mutates the state; the outcome says what
+        changed."""
         out = BatchOutcome()
         fresh: dict[WindowKey, list[Flow]] = defaultdict(list)
         host_field = HOST_FIELD[self.role]
-        for offset, value in events:
+        for offset, value, key in events:
             if offset <= self.hwm:  # applied before a crash or rebalance: count it once only
                 out.duplicates += 1
                 continue
             self.hwm = offset
-            admitted = self._admit(offset, value, now, out)
+            admitted = self._admit(offset, value, key, now, out)
             if admitted is None:
                 continue
             flow, start = admitted
@@ -163,13 +165,15 @@ class PartitionWindows:
             stored = len(window.flows)
             window.flows.extend(flows)
             self._emit_early(key, window, stored, flows, now, out)
-        for key in sorted(self._closing(close_all), key=lambda k: (k.start, k.host)):
+        for key in sorted(self._closing(idle, now), key=lambda k: (k.start, k.host)):
             window = self.open.pop(key)
             out.windows.append(self._record(key, window.flows, True, now))
             out.closed.append(key)
         return out
 
-    def _admit(self, offset: int, value: bytes | None, now: float, out: BatchOutcome) -> tuple[Flow, float] | None:
+    def _admit(
+        self, offset: int, value: bytes | None, key: bytes | None, now: float, out: BatchOutcome
+    ) -> tuple[Flow, float] | None:
         """The decoded flow and its window start, or None with the reason recorded."""
         try:
             flow = serde.decode_as(value, "Flow")
@@ -177,6 +181,10 @@ class PartitionWindows:
             out.rejected.append(Rejected(offset, value, str(exc), "undecodable"))
             return None
         problem = flow_problem(flow, now, self.rules.future_tolerance)
+        host = flow[HOST_FIELD[self.role]]
+        if problem is None and key != host.encode():
+            # another partition may hold the host's other flows: counting this one would split its window
+            problem = f"misrouted: keyed {key!r}, but its {self.role} host is {host!r}"
         if problem:
             out.rejected.append(Rejected(offset, value, problem, "invalid"))
             return None
@@ -190,11 +198,17 @@ class PartitionWindows:
             return None
         return flow, start
 
-    def _closing(self, close_all: bool) -> set[WindowKey]:
-        if close_all and self.open:
-            # later flows for these windows are late, not a second copy of them
-            self.watermark = max(self.watermark, max(w.deadline for w in self.open.values()))
-        return {k for k, w in self.open.items() if close_all or w.deadline <= self.watermark}
+    def _closing(self, idle: bool, now: float) -> set[WindowKey]:
+        """The windows the watermark has passed. An idle partition's silence moves it on: flows from the
+        past (a replay) that stopped are over, so every window closes (and later flows for them are late,
+        not a second copy); live flows that paused let event time go on with the clock, so a window still
+        closes at its deadline and a host's next flow in it is not late."""
+        if idle and self.open:
+            if self.watermark < now - self.rules.window_seconds - self.rules.lateness:
+                self.watermark = max(self.watermark, max(w.deadline for w in self.open.values()))
+            else:
+                self.watermark = max(self.watermark, now)
+        return {k for k, w in self.open.items() if w.deadline <= self.watermark}
 
     def _emit_early(
         self, key: WindowKey, window: OpenWindow, stored: int, flows: list[Flow], now: float, out: BatchOutcome
