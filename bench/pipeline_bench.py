@@ -239,7 +239,7 @@ def featurizer_workers(run: Run, n: int, workers: int) -> float:
     settings = run.settings.model_copy(update={"namespace": f"{run.settings.namespace}w{workers}-"})
     ensure_topics(settings)
     procs = [
-        # A run folder each: Faust keeps per-worker files there.
+        # A run folder each, as separate deployments would have.
         runner.start_service(
             settings.model_copy(update={"run_dir": run.dir / f"w{workers}-{i}"}),
             "featurizer",
