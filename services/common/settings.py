@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     window_seconds: float = Field(60.0, ge=1, description="Event-time tumbling window length per host")
     lateness_seconds: float = Field(30.0, ge=0, description="How late (event time) a flow may arrive and still count")
     idle_flush_seconds: float = Field(
-        3.0, gt=0, description="A partition without flows this long (and nothing unread) is idle: see _closing"
+        3.0, gt=0, description="A partition without flows this long and nothing unread is idle: a stopped replay closes"
     )
     future_tolerance_s: float = Field(
         300.0, gt=0, description="Reject flows starting more than this ahead of the clock (bad exporter clocks)"
