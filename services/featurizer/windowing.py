@@ -141,20 +141,17 @@ class PartitionWindows:
         changed."""
         out = BatchOutcome()
         fresh: dict[WindowKey, list[Flow]] = defaultdict(list)
-        host_field = HOST_FIELD[self.role]
-        for offset, value, key in events:
+        for offset, value, message_key in events:
             if offset <= self.hwm:  # applied before a crash or rebalance: count it once only
                 out.duplicates += 1
                 continue
             self.hwm = offset
-            admitted = self._admit(offset, value, key, now, out)
+            admitted = self._admit(offset, value, message_key, now, out)
             if admitted is None:
                 continue
-            flow, start = admitted
-            key = WindowKey(flow[host_field], start)
+            flow, key, deadline = admitted
             if key not in self.open:
-                deadline = start + self.rules.window_seconds + self.rules.lateness
-                self.open[key] = OpenWindow(deadline, early=EarlyState(0, start))
+                self.open[key] = OpenWindow(deadline, early=EarlyState(0, key.start))
                 out.opened[key] = deadline
             fresh[key].append(flow)
             out.appended[key].append(value or b"")
@@ -172,9 +169,9 @@ class PartitionWindows:
         return out
 
     def _admit(
-        self, offset: int, value: bytes | None, key: bytes | None, now: float, out: BatchOutcome
-    ) -> tuple[Flow, float] | None:
-        """The decoded flow and its window start, or None with the reason recorded."""
+        self, offset: int, value: bytes | None, message_key: bytes | None, now: float, out: BatchOutcome
+    ) -> tuple[Flow, WindowKey, float] | None:
+        """The decoded flow, its window and the window's deadline, or None with the reason recorded."""
         try:
             flow = serde.decode_as(value, "Flow")
         except serde.DecodeError as exc:
@@ -182,21 +179,22 @@ class PartitionWindows:
             return None
         problem = flow_problem(flow, now, self.rules.future_tolerance)
         host = flow[HOST_FIELD[self.role]]
-        if problem is None and key != host.encode():
+        if problem is None and message_key != host.encode():
             # another partition may hold the host's other flows: counting this one would split its window
-            problem = f"misrouted: keyed {key!r}, but its {self.role} host is {host!r}"
+            problem = f"misrouted: keyed {message_key!r}, but its {self.role} host is {host!r}"
         if problem:
             out.rejected.append(Rejected(offset, value, problem, "invalid"))
             return None
         start = window_start(flow["first_seen"], self.rules.window_seconds)
-        if start + self.rules.window_seconds + self.rules.lateness <= self.watermark:
+        deadline = start + self.rules.window_seconds + self.rules.lateness
+        if deadline <= self.watermark:
             reason = (
                 f"late ({self.role} window): window {start} closed at watermark {self.watermark} "
                 f"(lateness {self.rules.lateness}s)"
             )
             out.rejected.append(Rejected(offset, value, reason, "late"))
             return None
-        return flow, start
+        return flow, WindowKey(host, start), deadline
 
     def _closing(self, idle: bool, now: float) -> set[WindowKey]:
         """The windows the watermark has passed. An idle partition's silence moves it on: flows from the
